@@ -1,0 +1,404 @@
+"""The mutation base class and core's mutations (customers, interactions, agents, alerts)."""
+
+from __future__ import annotations
+
+import enum
+from collections.abc import Mapping
+from typing import Any, ClassVar
+
+import graphene
+from graphene.types.generic import GenericScalar
+from graphql import Undefined
+
+from api.loaders import InteractionByIdLoader
+from api.types import (
+    Agent, AgentError, AlertError, AlertType, CustomerAttributeDefinition, CustomerError,
+    CustomerType, Interaction, InteractionError, LifecycleStage, ctx, decode_global_id,
+)
+from core.errors import ErrorCode, FieldError, UserError, camel
+from core.services import customers, interactions, staff
+
+MAX_BATCH = 1000
+
+
+def plain(value: Any) -> Any:
+    """Graphene input objects to plain dicts/lists; fields the client did not send vanish."""
+    if isinstance(value, Mapping):
+        return {k: plain(v) for k, v in value.items() if v is not Undefined}
+    if isinstance(value, (list, tuple)):
+        return [plain(v) for v in value]
+    if isinstance(value, enum.Enum):
+        return value.value
+    return value
+
+
+class RapportMutation(graphene.Mutation):
+    """One mutation, one class: an ``input``, a ``scope``, a domain error type.
+
+    Subclasses declare ``class Arguments: input = XInput(required=True)``, their payload
+    fields plus ``errors = graphene.List(graphene.NonNull(XError), required=True)``, the
+    ``scope`` and ``error_type`` class attributes, and implement ``perform``. A
+    ``UserError`` raised by the service becomes the payload's ``errors`` (paths prefixed
+    with ``input``); nothing was written.
+    """
+
+    class Meta:
+        abstract = True
+
+    scope: ClassVar[str]
+    error_type: ClassVar[type[graphene.ObjectType]]
+
+    @classmethod
+    def perform(cls, info: Any, input: dict[str, Any]) -> RapportMutation:
+        raise NotImplementedError
+
+    @classmethod
+    def mutate(cls, root: Any, info: Any, input: Any) -> RapportMutation:
+        try:
+            payload = cls.perform(info, plain(input))
+        except UserError as exc:
+            return cls(errors=[cls.error(e.prefixed("input")) for e in exc.errors])
+        if getattr(payload, "errors", None) is None:
+            payload.errors = []
+        return payload
+
+    @classmethod
+    def error(cls, error: FieldError) -> Any:
+        return cls.error_type(field=error.field, message=error.message, code=error.code)
+
+
+def global_id(input: dict[str, Any], key: str, type_name: str, *, required: bool = True
+              ) -> int | None:
+    """Decode ``input[key]`` (a global id) or raise a ``UserError`` on the camelCase field."""
+    value = input.pop(key, None)
+    if value is None:
+        if required:
+            raise UserError.single("This field is required.", ErrorCode.REQUIRED, camel(key))
+        return None
+    try:
+        return decode_global_id(value, type_name)
+    except ValueError as exc:
+        raise UserError.single(str(exc), ErrorCode.INVALID, camel(key)) from None
+
+
+# --- Customers ------------------------------------------------------------------------------
+
+
+class CustomerFieldsInput:
+    name = graphene.String()
+    email = graphene.String()
+    phone = graphene.String()
+    birth_date = graphene.Date()
+    gender = graphene.String()
+    education = graphene.String()
+    occupation = graphene.String()
+    income_band = graphene.String()
+    country = graphene.String()
+    region = graphene.String()
+    city = graphene.String()
+    tags = graphene.List(graphene.NonNull(graphene.String))
+    attributes = GenericScalar(description="Free-form attributes; a null value removes a key.")
+    lifecycle_stage = LifecycleStage()
+    owner_id = graphene.ID(description="The Agent who owns the relationship.")
+    source = graphene.String(description="Source application of externalId (default: default).")
+    external_id = graphene.String(description="The customer's id in the source application.")
+
+
+class CreateCustomerInput(CustomerFieldsInput, graphene.InputObjectType):
+    pass
+
+
+class UpdateCustomerInput(CustomerFieldsInput, graphene.InputObjectType):
+    id = graphene.ID(required=True)
+
+
+class CreateCustomer(RapportMutation):
+    class Arguments:
+        input = CreateCustomerInput(required=True)
+
+    customer = graphene.Field(CustomerType)
+    errors = graphene.List(graphene.NonNull(CustomerError), required=True)
+    scope = "customers:write"
+    error_type = CustomerError
+
+    @classmethod
+    def perform(cls, info: Any, input: dict[str, Any]) -> CreateCustomer:
+        if "owner_id" in input:
+            input["owner_id"] = global_id(input, "owner_id", "Agent", required=False)
+        return cls(customer=customers.create_customer(input))
+
+
+class UpdateCustomer(RapportMutation):
+    class Arguments:
+        input = UpdateCustomerInput(required=True)
+
+    customer = graphene.Field(CustomerType)
+    errors = graphene.List(graphene.NonNull(CustomerError), required=True)
+    scope = "customers:write"
+    error_type = CustomerError
+
+    @classmethod
+    def perform(cls, info: Any, input: dict[str, Any]) -> UpdateCustomer:
+        customer_id = global_id(input, "id", "Customer")
+        if "owner_id" in input:
+            input["owner_id"] = global_id(input, "owner_id", "Agent", required=False)
+        return cls(customer=customers.update_customer(customer_id, input))  # type: ignore[arg-type]
+
+
+class MergeCustomersInput(graphene.InputObjectType):
+    survivor_id = graphene.ID(required=True, description="The customer that remains.")
+    merged_ids = graphene.List(graphene.NonNull(graphene.ID), required=True,
+                               description="Customers merged into the survivor, then removed.")
+
+
+class MergeCustomers(RapportMutation):
+    """Merge duplicates: the survivor keeps every interaction and every plugin's data."""
+
+    class Arguments:
+        input = MergeCustomersInput(required=True)
+
+    customer = graphene.Field(CustomerType)
+    errors = graphene.List(graphene.NonNull(CustomerError), required=True)
+    scope = "customers:write"
+    error_type = CustomerError
+
+    @classmethod
+    def perform(cls, info: Any, input: dict[str, Any]) -> MergeCustomers:
+        survivor = global_id(input, "survivor_id", "Customer")
+        merged = []
+        for index, value in enumerate(input.get("merged_ids", [])):
+            try:
+                merged.append(decode_global_id(value, "Customer"))
+            except ValueError as exc:
+                raise UserError.single(str(exc), ErrorCode.INVALID, f"mergedIds.{index}") from None
+        return cls(customer=customers.merge_customers(survivor, merged))  # type: ignore[arg-type]
+
+
+class CustomerIdInput(graphene.InputObjectType):
+    id = graphene.ID(required=True)
+
+
+class EraseCustomerInput(CustomerIdInput):
+    pass
+
+
+class EraseCustomer(RapportMutation):
+    """Erase personal data everywhere (pseudonymisation); accounting facts stay anonymous."""
+
+    class Arguments:
+        input = EraseCustomerInput(required=True)
+
+    customer = graphene.Field(CustomerType)
+    report = GenericScalar(description="What core and each plugin did, by plugin name.")
+    errors = graphene.List(graphene.NonNull(CustomerError), required=True)
+    scope = "customers:write"
+    error_type = CustomerError
+
+    @classmethod
+    def perform(cls, info: Any, input: dict[str, Any]) -> EraseCustomer:
+        result = customers.erase_customer(global_id(input, "id", "Customer"))  # type: ignore[arg-type]
+        return cls(customer=result.customer, report=result.reports)
+
+
+class ExportCustomerInput(CustomerIdInput):
+    pass
+
+
+class ExportCustomer(RapportMutation):
+    """Everything held about a customer as one JSON document (core + each plugin's section)."""
+
+    class Arguments:
+        input = ExportCustomerInput(required=True)
+
+    document = GenericScalar()
+    errors = graphene.List(graphene.NonNull(CustomerError), required=True)
+    scope = "customers:write"
+    error_type = CustomerError
+
+    @classmethod
+    def perform(cls, info: Any, input: dict[str, Any]) -> ExportCustomer:
+        return cls(document=customers.export_customer(
+            global_id(input, "id", "Customer")))  # type: ignore[arg-type]
+
+
+class DefineCustomerAttributeInput(graphene.InputObjectType):
+    key = graphene.String(required=True)
+    type = graphene.String(required=True, description="number, text, boolean, date or category")
+    label = graphene.String(required=True)
+    categories = graphene.List(graphene.NonNull(graphene.String))
+
+
+class DefineCustomerAttribute(RapportMutation):
+    class Arguments:
+        input = DefineCustomerAttributeInput(required=True)
+
+    attribute = graphene.Field(CustomerAttributeDefinition)
+    errors = graphene.List(graphene.NonNull(CustomerError), required=True)
+    scope = "customers:write"
+    error_type = CustomerError
+
+    @classmethod
+    def perform(cls, info: Any, input: dict[str, Any]) -> DefineCustomerAttribute:
+        return cls(attribute=staff.define_customer_attribute(input))
+
+
+# --- Interactions ---------------------------------------------------------------------------
+
+
+class RecordInteractionInput(graphene.InputObjectType):
+    customer_id = graphene.ID(required=True)
+    kind = graphene.String(required=True, description="See interactionKinds.")
+    occurred_at = graphene.DateTime(required=True)
+    channel = graphene.String()
+    amount = graphene.Decimal(description="Positive; required for purchase and refund.")
+    currency = graphene.String()
+    payload = GenericScalar()
+    source = graphene.String()
+    external_id = graphene.String(description="With source: re-sending it records nothing new.")
+    refers_to = graphene.ID(description="The interaction this one reverses or answers.")
+    agent_id = graphene.ID()
+
+
+def interaction_data(input: dict[str, Any]) -> dict[str, Any]:
+    data = dict(input)
+    data["customer_id"] = global_id(data, "customer_id", "Customer")
+    if "refers_to" in data:
+        data["refers_to_id"] = global_id(data, "refers_to", "Interaction", required=False)
+    if "agent_id" in data:
+        data["agent_id"] = global_id(data, "agent_id", "Agent", required=False)
+    if data.get("occurred_at") is not None:
+        data["occurred_at"] = data["occurred_at"].isoformat()
+    if data.get("amount") is not None:
+        data["amount"] = str(data["amount"])
+    return data
+
+
+class RecordInteraction(RapportMutation):
+    class Arguments:
+        input = RecordInteractionInput(required=True)
+
+    interaction = graphene.Field(Interaction)
+    errors = graphene.List(graphene.NonNull(InteractionError), required=True)
+    scope = "interactions:write"
+    error_type = InteractionError
+
+    @classmethod
+    def perform(cls, info: Any, input: dict[str, Any]) -> RecordInteraction:
+        return cls(interaction=interactions.record_interaction(interaction_data(input)))
+
+
+class RecordInteractionsInput(graphene.InputObjectType):
+    interactions = graphene.List(graphene.NonNull(RecordInteractionInput), required=True,
+                                 description=f"At most {MAX_BATCH} items.")
+    partial = graphene.Boolean(
+        default_value=False,
+        description="Keep the valid items when some are invalid (default: all or nothing).")
+
+
+class RecordInteractions(RapportMutation):
+    """Record a batch: per-item errors carry the item index (``input.interactions.3.amount``)."""
+
+    class Arguments:
+        input = RecordInteractionsInput(required=True)
+
+    interactions = graphene.List(Interaction, required=True, description=(
+        "One entry per input item, in order: the recorded (or already known) interaction, "
+        "or null for a rejected item."))
+    recorded_count = graphene.Int(required=True)
+    errors = graphene.List(graphene.NonNull(InteractionError), required=True)
+    scope = "interactions:write"
+    error_type = InteractionError
+
+    @classmethod
+    def perform(cls, info: Any, input: dict[str, Any]) -> RecordInteractions:
+        items = input.get("interactions", [])
+        if len(items) > MAX_BATCH:
+            raise UserError.single(f"At most {MAX_BATCH} interactions per call; split the batch.",
+                                   ErrorCode.TOO_MANY, "interactions")
+        partial = bool(input.get("partial"))
+        rows: list[dict[str, Any]] = []
+        positions: list[int] = []  # index in ``items`` of each row given to the service
+        rejected: dict[int, list[FieldError]] = {}
+        for index, item in enumerate(items):
+            try:
+                rows.append(interaction_data(item))
+                positions.append(index)
+            except UserError as exc:
+                rejected[index] = exc.errors
+
+        def errors_by_item(extra: dict[int, list[FieldError]]) -> list[FieldError]:
+            merged = {**rejected, **{positions[pos]: errs for pos, errs in extra.items()}}
+            return [e.prefixed(f"interactions.{index}") for index in sorted(merged)
+                    for e in merged[index]]
+
+        if rejected and not partial:
+            raise UserError(errors_by_item({}))
+        try:
+            result = interactions.record_interactions(rows, partial=partial)
+        except interactions.BatchRejected as exc:
+            raise UserError(errors_by_item(exc.result.rejected)) from None
+        stored = {positions[pos]: new_id for pos, new_id in
+                  {**result.recorded_ids, **result.existing_ids}.items()}
+        loader = ctx(info).loader(InteractionByIdLoader)
+        return cls(interactions=[loader.load(stored[i]) if i in stored else None
+                                 for i in range(len(items))],
+                   recorded_count=result.recorded,
+                   errors=[cls.error(e.prefixed("input"))
+                           for e in errors_by_item(result.rejected)])
+
+
+# --- Staff and alerts -----------------------------------------------------------------------
+
+
+class CreateAgentInput(graphene.InputObjectType):
+    name = graphene.String(required=True)
+    email = graphene.String(required=True)
+    team = graphene.String()
+
+
+class CreateAgent(RapportMutation):
+    class Arguments:
+        input = CreateAgentInput(required=True)
+
+    agent = graphene.Field(Agent)
+    errors = graphene.List(graphene.NonNull(AgentError), required=True)
+    scope = "agents:write"
+    error_type = AgentError
+
+    @classmethod
+    def perform(cls, info: Any, input: dict[str, Any]) -> CreateAgent:
+        return cls(agent=staff.create_agent(input))
+
+
+class AcknowledgeAlertInput(graphene.InputObjectType):
+    id = graphene.ID(required=True)
+
+
+class AcknowledgeAlert(RapportMutation):
+    class Arguments:
+        input = AcknowledgeAlertInput(required=True)
+
+    alert = graphene.Field(AlertType)
+    errors = graphene.List(graphene.NonNull(AlertError), required=True)
+    scope = "alerts:write"
+    error_type = AlertError
+
+    @classmethod
+    def perform(cls, info: Any, input: dict[str, Any]) -> AcknowledgeAlert:
+        alert_id = global_id(input, "id", "Alert")
+        return cls(alert=staff.acknowledge_alert(alert_id,  # type: ignore[arg-type]
+                                                 ctx(info).principal.agent_id))
+
+
+CORE_MUTATIONS: dict[str, type[RapportMutation]] = {
+    "createCustomer": CreateCustomer,
+    "updateCustomer": UpdateCustomer,
+    "mergeCustomers": MergeCustomers,
+    "eraseCustomer": EraseCustomer,
+    "exportCustomer": ExportCustomer,
+    "defineCustomerAttribute": DefineCustomerAttribute,
+    "recordInteraction": RecordInteraction,
+    "recordInteractions": RecordInteractions,
+    "createAgent": CreateAgent,
+    "acknowledgeAlert": AcknowledgeAlert,
+}

@@ -1,0 +1,225 @@
+"""Core's root query fields."""
+
+from __future__ import annotations
+
+import enum
+from typing import Any
+
+import graphene
+from graphene import relay
+from sqlalchemy import ColumnElement, func, select
+
+from api.mutations import plain
+from api.pagination import Page, after_condition, bad_input, decode_cursor, make_page, page_size
+from api.types import (
+    AUTHENTICATED, Agent as AgentType, AlertStatus, AlertType, CustomerAttributeDefinition, CustomerType,
+    DuplicateGroup, InteractionKind, PluginInfo, connection, ctx, decode_global_id, forbidden,
+    scoped,
+)
+from core.app import rapport
+from core.db import db
+from core.errors import UserError
+from core.models import Agent, Alert, Customer, CustomerAttributeDefinition as AttributeRow
+from core.services import customers as customer_service
+from core.services.segments import customer_conditions, validate_filter
+
+
+class AttributeCondition(graphene.InputObjectType):
+    key = graphene.String(required=True)
+    equals = graphene.types.generic.GenericScalar()
+    in_ = graphene.List(graphene.NonNull(graphene.String), name="in")
+    min = graphene.Float()
+    max = graphene.Float()
+
+
+class CustomerFilterInput(graphene.InputObjectType):
+    """A segment: every condition given must hold (lists mean "any of")."""
+
+    search = graphene.String(description="Substring of the name or e-mail.")
+    country = graphene.List(graphene.NonNull(graphene.String))
+    region = graphene.List(graphene.NonNull(graphene.String))
+    city = graphene.List(graphene.NonNull(graphene.String))
+    gender = graphene.List(graphene.NonNull(graphene.String))
+    education = graphene.List(graphene.NonNull(graphene.String))
+    occupation = graphene.List(graphene.NonNull(graphene.String))
+    income_band = graphene.List(graphene.NonNull(graphene.String))
+    status = graphene.List(graphene.NonNull(graphene.String))
+    lifecycle_stage = graphene.List(graphene.NonNull(graphene.String))
+    tags_any = graphene.List(graphene.NonNull(graphene.String))
+    tags_all = graphene.List(graphene.NonNull(graphene.String))
+    attributes = graphene.List(graphene.NonNull(AttributeCondition))
+    born_after = graphene.Date()
+    born_before = graphene.Date()
+    created_after = graphene.DateTime()
+    created_before = graphene.DateTime()
+    last_purchase_after = graphene.DateTime()
+    last_purchase_before = graphene.DateTime()
+    min_purchase_count = graphene.Int()
+    max_purchase_count = graphene.Int()
+    min_spend = graphene.Decimal(description="In the base currency (RAPPORT_BASE_CURRENCY).")
+    max_spend = graphene.Decimal()
+    owner_id = graphene.ID()
+
+
+class CustomerOrderField(enum.Enum):
+    CREATED_AT = "created_at"
+    UPDATED_AT = "updated_at"
+    NAME = "name"
+
+
+class OrderDirection(enum.Enum):
+    ASC = "asc"
+    DESC = "desc"
+
+
+CustomerOrderFieldEnum = graphene.Enum.from_enum(CustomerOrderField)
+OrderDirectionEnum = graphene.Enum.from_enum(OrderDirection)
+
+
+class CustomerOrder(graphene.InputObjectType):
+    field = CustomerOrderFieldEnum(required=True)
+    direction = OrderDirectionEnum(default_value=OrderDirection.ASC.value)
+
+
+def _filter_spec(raw: dict[str, Any] | None) -> dict[str, Any]:
+    data = plain(raw or {})
+    for key in ("created_after", "created_before", "last_purchase_after",
+                "last_purchase_before"):
+        if data.get(key) is not None:
+            data[key] = data[key].isoformat()
+    for key in ("born_after", "born_before"):
+        if data.get(key) is not None:
+            data[key] = data[key].isoformat()
+    for key in ("min_spend", "max_spend"):
+        if data.get(key) is not None:
+            data[key] = str(data[key])
+    if data.get("owner_id") is not None:
+        try:
+            data["owner_id"] = decode_global_id(data["owner_id"], "Agent")
+        except ValueError as exc:
+            raise bad_input(f"filter.ownerId: {exc}") from None
+    for cond in data.get("attributes") or []:
+        if "in_" in cond:
+            cond["in"] = cond.pop("in_")
+    try:
+        return validate_filter(data)
+    except UserError as exc:
+        raise bad_input("; ".join(f"filter.{e.field}: {e.message}" if e.field else e.message
+                                  for e in exc.errors)) from None
+
+
+_SORT_COLUMNS: dict[str, ColumnElement[Any]] = {
+    "created_at": Customer.created_at,
+    "updated_at": Customer.updated_at,
+    "name": func.coalesce(Customer.name_normalized, ""),
+}
+
+
+def resolve_customers(root: Any, info: Any, first: int | None = None, after: str | None = None,
+                      filter: dict[str, Any] | None = None, order_by: dict[str, Any] | None = None
+                      ) -> Page:
+    size = page_size(first)
+    conditions = customer_conditions(_filter_spec(filter))
+    order = plain(order_by or {})
+    sort_key = order.get("field", "created_at")
+    descending = order.get("direction", "asc") == "desc"
+    sort = _SORT_COLUMNS[sort_key]
+    columns = [sort, Customer.id]
+    stmt = select(Customer, sort.label("sort_value")).where(*conditions)
+    if after:
+        stmt = stmt.where(after_condition(columns, decode_cursor(after, 2), descending))
+    stmt = stmt.order_by(*(c.desc() if descending else c.asc() for c in columns)).limit(size + 1)
+    rows = db.session.execute(stmt).all()
+
+    def total() -> int:
+        return db.session.scalar(select(func.count()).select_from(Customer).where(*conditions)) or 0
+
+    page = make_page(rows, size, after, lambda row: [row.sort_value, row[0].id], total)
+    page.nodes = [row[0] for row in page.nodes]
+    return page
+
+
+def _list_page(model: Any, conditions: list[Any], first: int | None, after: str | None) -> Page:
+    """Newest first by id: the order of alerts and agents lists."""
+    size = page_size(first)
+    stmt = select(model).where(*conditions)
+    if after:
+        stmt = stmt.where(model.id < decode_cursor(after, 1)[0])
+    rows = db.session.scalars(stmt.order_by(model.id.desc()).limit(size + 1)).all()
+    return make_page(rows, size, after, lambda row: [row.id], lambda: db.session.scalar(
+        select(func.count()).select_from(model).where(*conditions)))
+
+
+def resolve_node(root: Any, info: Any, id: str) -> Any:
+    type_name, raw = relay.Node.resolve_global_id(info, id)
+    graphene_type = info.schema.get_type(type_name or "")
+    cls = getattr(graphene_type, "graphene_type", None)
+    if cls is None or not hasattr(cls, "get_node") or not str(raw).isdigit():
+        raise bad_input(f"Not a node id: {id!r}.")
+    scope = getattr(cls, "rapport_scope", None)
+    if scope is None or not ctx(info).principal.allows(scope):
+        raise forbidden(scope or "admin")
+    return cls.get_node(info, raw)
+
+
+def resolve_customer(root: Any, info: Any, id: str) -> Any:
+    try:
+        return db.session.get(Customer, decode_global_id(id, "Customer"))
+    except ValueError as exc:
+        raise bad_input(str(exc)) from None
+
+
+CustomerConnection = connection(CustomerType, "Customer")
+AlertConnection = connection(AlertType, "Alert")
+
+
+AgentConnection = connection(AgentType, "Agent")
+
+
+def core_query_fields() -> dict[str, graphene.Field]:
+    return {
+        "node": scoped(graphene.Field(relay.Node, id=graphene.ID(required=True),
+                                      resolver=resolve_node), AUTHENTICATED),
+        "customers": scoped(graphene.Field(
+            CustomerConnection, required=True, first=graphene.Int(), after=graphene.String(),
+            filter=CustomerFilterInput(), order_by=CustomerOrder(),
+            resolver=resolve_customers,
+            description="Customers of a segment, in keyset pages of at most 100."),
+            "customers:read"),
+        "customer": scoped(graphene.Field(CustomerType, id=graphene.ID(required=True),
+                                          resolver=resolve_customer), "customers:read"),
+        "customerByExternalId": scoped(graphene.Field(
+            CustomerType, args={"source": graphene.String(required=True),
+                                "external_id": graphene.String(required=True)},
+            resolver=lambda root, info, source, external_id:
+            customer_service.find_by_external_id(source, external_id)), "customers:read"),
+        "customerDuplicates": scoped(graphene.Field(
+            graphene.List(graphene.NonNull(DuplicateGroup)), required=True,
+            first=graphene.Int(default_value=20),
+            resolver=lambda root, info, first: customer_service.find_duplicates(
+                page_size(first))), "customers:read"),
+        "customerAttributes": scoped(graphene.Field(
+            graphene.List(graphene.NonNull(CustomerAttributeDefinition)), required=True,
+            resolver=lambda root, info: db.session.scalars(
+                select(AttributeRow).order_by(AttributeRow.key)).all()), "customers:read"),
+        "interactionKinds": scoped(graphene.Field(
+            graphene.List(graphene.NonNull(InteractionKind)), required=True,
+            resolver=lambda root, info: [InteractionKind(name=k, description=d) for k, d in
+                                         sorted(rapport().interaction_kinds.items())]),
+            AUTHENTICATED),
+        "plugins": scoped(graphene.Field(graphene.List(graphene.NonNull(PluginInfo)),
+                                         required=True,
+                                         resolver=lambda root, info: rapport().plugins), AUTHENTICATED),
+        "alerts": scoped(graphene.Field(
+            AlertConnection, required=True, first=graphene.Int(), after=graphene.String(),
+            status=AlertStatus(), kind=graphene.String(),
+            resolver=lambda root, info, first=None, after=None, status=None, kind=None:
+            _list_page(Alert, [c for c in (
+                Alert.status == plain(status) if status is not None else None,
+                Alert.kind == kind if kind else None) if c is not None], first, after)),
+            "alerts:read"),
+        "agents": scoped(graphene.Field(
+            AgentConnection, required=True, first=graphene.Int(), after=graphene.String(),
+            resolver=lambda root, info, first=None, after=None:
+            _list_page(Agent, [], first, after)), "agents:read"),
+    }

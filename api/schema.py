@@ -1,0 +1,100 @@
+"""Compose one GraphQL schema from core's fields and every enabled plugin's contributions."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import graphene
+import pluggy
+from graphene import relay
+from graphene.types.unmountedtype import UnmountedType
+from graphene.utils.str_converters import to_camel_case
+from graphql import GraphQLSchema, print_schema
+
+from api.mutations import CORE_MUTATIONS, RapportMutation
+from api.queries import core_query_fields
+from api.types import AlertType, CustomerBase, Interaction, _customer_type, node_scope
+from core.plugins import call_each
+
+
+class SchemaError(RuntimeError):
+    """A contribution is invalid (name clash, missing scope); raised at start-up."""
+
+
+@dataclass
+class RapportSchema:
+    graphene_schema: graphene.Schema
+    #: (type name, field name) -> scope the caller needs to select the field
+    field_scopes: dict[tuple[str, str], str]
+
+    @property
+    def graphql_schema(self) -> GraphQLSchema:
+        return self.graphene_schema.graphql_schema
+
+    def sdl(self) -> str:
+        return print_schema(self.graphql_schema) + "\n"
+
+
+def _collect(kind: str, core: dict[str, Any], contributions: list[tuple[str, Any]],
+             reserved: set[str] = frozenset()  # type: ignore[assignment]
+             ) -> dict[str, Any]:
+    merged = dict(core)
+    owner = {name: "core" for name in [*core, *reserved]}
+    for plugin, entries in contributions:
+        for name, value in (entries or {}).items():
+            if name in owner:
+                raise SchemaError(f"{kind} {name!r} of plugin {plugin!r} clashes with the one "
+                                  f"of {owner[name]!r}; rename it (prefix it with the plugin).")
+            owner[name] = plugin
+            merged[name] = value
+    return merged
+
+
+def _scope_of(kind: str, name: str, value: Any) -> str:
+    scope = getattr(value, "scope", None) if isinstance(value, type) else getattr(
+        value, "rapport_scope", None)
+    if not scope:
+        raise SchemaError(f"{kind} {name!r} names no scope: wrap it with api.scoped(field, "
+                          f"'<domain>:read') or set the mutation's scope attribute.")
+    return str(scope)
+
+
+def build_schema(pm: pluggy.PluginManager) -> RapportSchema:
+    hook = pm.hook
+    query = _collect("Query field", core_query_fields(),
+                     call_each(hook.rapport_graphql_query_fields))
+    mutations: dict[str, type[RapportMutation]] = _collect(
+        "Mutation", CORE_MUTATIONS, call_each(hook.rapport_graphql_mutations))
+    customer_fields = _collect(
+        "Customer field", {}, call_each(hook.rapport_graphql_customer_fields),
+        reserved={to_camel_case(name) for name, value in vars(CustomerBase).items()
+                  if isinstance(value, (graphene.Field, UnmountedType))} | {"id"})
+    extra_types = [t for types in hook.rapport_graphql_types() for t in (types or [])]
+
+    scopes: dict[tuple[str, str], str] = {}
+    for name, field in query.items():
+        scopes[("Query", name)] = _scope_of("Query field", name, field)
+    for name, mutation in mutations.items():
+        if not (isinstance(mutation, type) and issubclass(mutation, RapportMutation)):
+            raise SchemaError(f"Mutation {name!r} must subclass api.RapportMutation.")
+        scopes[("Mutation", name)] = _scope_of("Mutation", name, mutation)
+    for name, field in customer_fields.items():
+        scopes[("Customer", name)] = _scope_of("Customer field", name, field)
+
+    customer = node_scope("customers:read")(type("Customer", (CustomerBase,), {
+        "Meta": type("Meta", (), {"interfaces": (relay.Node,),
+                                  "description": "A customer and everything plugins add."}),
+        **customer_fields,
+    }))
+    token = _customer_type.set(customer)
+    try:
+        query_type = type("Query", (graphene.ObjectType,), dict(query))
+        mutation_type = type("Mutation", (graphene.ObjectType,),
+                             {name: m.Field() for name, m in mutations.items()})
+        schema = graphene.Schema(query=query_type, mutation=mutation_type,
+                                 types=[customer, Interaction, AlertType, *extra_types])
+        schema.graphql_schema.type_map  # noqa: B018 - resolve lazy types while Customer is set
+    finally:
+        _customer_type.reset(token)
+    return RapportSchema(schema, scopes)

@@ -1,0 +1,372 @@
+"""Core GraphQL types: Customer, Interaction, Agent, Alert, errors, money, connections."""
+
+from __future__ import annotations
+
+import contextvars
+from collections.abc import Callable
+
+from typing import Any
+
+import graphene
+from graphene import relay
+from graphene.types.generic import GenericScalar
+from graphql import GraphQLError
+
+from api.context import RequestContext
+from api.loaders import (
+    AgentByIdLoader, CustomerByIdLoader, ExternalIdsByCustomerLoader,
+    InteractionByIdLoader, InteractionCountByCustomerLoader, InteractionsByCustomerLoader,
+    TagsByCustomerLoader,
+)
+from api.pagination import Page, decode_cursor, make_page, page_size
+from core import models
+from core.errors import ErrorCode
+from core.money import quantize
+
+# --- Scopes carried by fields ------------------------------------------------------------
+
+#: Scope of fields any authenticated caller may use (``node``, ``plugins``...).
+AUTHENTICATED = "authenticated"
+
+
+def scoped(field: graphene.Field, scope: str) -> graphene.Field:
+    """Mark a root or contributed field with the scope a caller needs to select it."""
+    field.rapport_scope = scope  # type: ignore[attr-defined]
+    return field
+
+
+# --- The Customer type is built per schema (plugins add fields); refer to it lazily ------
+
+_customer_type: contextvars.ContextVar[type[graphene.ObjectType]] = contextvars.ContextVar(
+    "rapport_customer_type")
+
+
+def CustomerType() -> type[graphene.ObjectType]:  # noqa: N802 - used like a type
+    """Lazy reference to the schema's Customer type, for use in ``Field(CustomerType)``."""
+    return _customer_type.get()
+
+
+# --- Errors -------------------------------------------------------------------------------
+
+
+class Error(graphene.Interface):
+    """A failure a person can act on. ``field`` is the input path, e.g. ``input.email``."""
+
+    field = graphene.String()
+    message = graphene.String(required=True)
+
+
+_error_types: dict[str, type[graphene.ObjectType]] = {}
+CORE_ERROR_CODES = [v for k, v in vars(ErrorCode).items() if k.isupper()]
+
+
+def error_type(domain: str, codes: list[str] | tuple[str, ...] = ()) -> type[graphene.ObjectType]:
+    """The ``<Domain>Error`` type with its ``<Domain>ErrorCode`` enum (core codes + ``codes``).
+
+    Call it once per domain at import time; it returns the same class on every call.
+    """
+    if domain in _error_types:
+        return _error_types[domain]
+    members = list(dict.fromkeys([*CORE_ERROR_CODES, *codes]))
+    enum = graphene.Enum(f"{domain}ErrorCode", [(c, c) for c in members])
+    cls = type(f"{domain}Error", (graphene.ObjectType,), {
+        "Meta": type("Meta", (), {"interfaces": (Error,),
+                                  "description": f"An error of the {domain} domain."}),
+        "code": graphene.Field(enum, required=True),
+    })
+    _error_types[domain] = cls
+    return cls
+
+
+CustomerError = error_type("Customer", ["ERASED"])
+InteractionError = error_type("Interaction")
+AgentError = error_type("Agent")
+AlertError = error_type("Alert")
+
+
+# --- Connections ----------------------------------------------------------------------------
+
+
+def connection(node: Any, name: str) -> type[graphene.ObjectType]:
+    """``<name>Connection`` with edges, pageInfo and totalCount, resolved from a ``Page``."""
+    edge = type(f"{name}Edge", (graphene.ObjectType,), {
+        "cursor": graphene.String(required=True),
+        "node": graphene.Field(node, required=True),
+        "resolve_cursor": staticmethod(lambda root, info: root[0]),
+        "resolve_node": staticmethod(lambda root, info: root[1]),
+    })
+
+    def resolve_edges(root: Page, info: Any) -> list[tuple[str, Any]]:
+        return list(zip(root.cursors, root.nodes))
+
+    def resolve_page_info(root: Page, info: Any) -> relay.PageInfo:
+        return relay.PageInfo(
+            has_next_page=root.has_next_page, has_previous_page=root.has_previous_page,
+            start_cursor=root.cursors[0] if root.cursors else None,
+            end_cursor=root.cursors[-1] if root.cursors else None)
+
+    return type(f"{name}Connection", (graphene.ObjectType,), {
+        "edges": graphene.List(graphene.NonNull(edge), required=True),
+        "page_info": graphene.Field(relay.PageInfo, required=True),
+        "total_count": graphene.Int(required=True),
+        "resolve_edges": staticmethod(resolve_edges),
+        "resolve_page_info": staticmethod(resolve_page_info),
+        "resolve_total_count": staticmethod(lambda root, info: root.total()),
+    })
+
+
+def ctx(info: Any) -> RequestContext:
+    return info.context  # type: ignore[no-any-return]
+
+
+def node_scope(scope: str) -> Callable[[type], type]:
+    """Class decorator: the scope ``node(id:)`` needs to return objects of this type."""
+
+    def mark(cls: type) -> type:
+        cls.rapport_scope = scope  # type: ignore[attr-defined]
+        return cls
+
+    return mark
+
+
+# --- Core types -----------------------------------------------------------------------------
+
+
+class Money(graphene.ObjectType):
+    """An exact amount (a decimal string) and its ISO 4217 currency."""
+
+    amount = graphene.Decimal(required=True)
+    currency = graphene.String(required=True)
+
+
+CustomerStatus = graphene.Enum.from_enum(models.CustomerStatus)
+LifecycleStage = graphene.Enum.from_enum(models.LifecycleStage)
+AlertStatus = graphene.Enum.from_enum(models.AlertStatus)
+
+
+@node_scope("agents:read")
+class Agent(graphene.ObjectType):
+    """A staff member: actor, assignee, customer owner."""
+
+    class Meta:
+        interfaces = (relay.Node,)
+
+    name = graphene.String(required=True)
+    email = graphene.String(required=True)
+    team = graphene.String()
+    active = graphene.Boolean(required=True)
+
+    @classmethod
+    def get_node(cls, info: Any, id: str) -> Any:
+        return ctx(info).loader(AgentByIdLoader).load(int(id))
+
+
+class ExternalId(graphene.ObjectType):
+    source = graphene.String(required=True)
+    external_id = graphene.String(required=True)
+
+
+@node_scope("interactions:read")
+class Interaction(graphene.ObjectType):
+    """One event of a customer's history."""
+
+    class Meta:
+        interfaces = (relay.Node,)
+
+    kind = graphene.String(required=True)
+    channel = graphene.String()
+    occurred_at = graphene.DateTime(required=True)
+    amount = graphene.Field(Money)
+    payload = GenericScalar(required=True)
+    source = graphene.String()
+    external_id = graphene.String()
+    refers_to = graphene.Field(lambda: Interaction)
+    customer = graphene.Field(CustomerType, required=True)
+    agent = graphene.Field(Agent)
+    recorded_at = graphene.DateTime(required=True)
+
+    @classmethod
+    def get_node(cls, info: Any, id: str) -> Any:
+        return ctx(info).loader(InteractionByIdLoader).load(int(id))
+
+    @staticmethod
+    def resolve_amount(root: models.Interaction, info: Any) -> Money | None:
+        if root.amount is None:
+            return None
+        return Money(amount=quantize(root.amount, root.currency), currency=root.currency)
+
+    @staticmethod
+    def resolve_refers_to(root: models.Interaction, info: Any) -> Any:
+        if root.refers_to_id is None:
+            return None
+        return ctx(info).loader(InteractionByIdLoader).load(root.refers_to_id)
+
+    @staticmethod
+    def resolve_customer(root: models.Interaction, info: Any) -> Any:
+        return ctx(info).loader(CustomerByIdLoader).load(root.customer_id)
+
+    @staticmethod
+    def resolve_agent(root: models.Interaction, info: Any) -> Any:
+        if root.agent_id is None:
+            return None
+        return ctx(info).loader(AgentByIdLoader).load(root.agent_id)
+
+
+InteractionConnection = connection(Interaction, "Interaction")
+
+
+def interaction_key(row: models.Interaction) -> list[Any]:
+    return [row.occurred_at, row.id]
+
+
+class CustomerBase(graphene.ObjectType):
+    """Core fields of Customer; the schema's Customer type adds every plugin's fields."""
+
+    class Meta:
+        abstract = True
+
+    name = graphene.String()
+    email = graphene.String()
+    phone = graphene.String()
+    birth_date = graphene.Date()
+    gender = graphene.String()
+    education = graphene.String()
+    occupation = graphene.String()
+    income_band = graphene.String()
+    country = graphene.String()
+    region = graphene.String()
+    city = graphene.String()
+    tags = graphene.List(graphene.NonNull(graphene.String), required=True)
+    attributes = GenericScalar(required=True)
+    lifecycle_stage = graphene.Field(LifecycleStage, required=True)
+    status = graphene.Field(CustomerStatus, required=True)
+    owner = graphene.Field(Agent)
+    external_ids = graphene.List(graphene.NonNull(ExternalId), required=True)
+    created_at = graphene.DateTime(required=True)
+    updated_at = graphene.DateTime(required=True)
+    interactions = graphene.Field(
+        InteractionConnection, required=True,
+        first=graphene.Int(description="Page size, at most 100 (default 20)."),
+        after=graphene.String(),
+        kinds=graphene.List(graphene.NonNull(graphene.String)),
+        description="The customer's timeline, newest first.")
+
+    @classmethod
+    def get_node(cls, info: Any, id: str) -> Any:
+        return ctx(info).loader(CustomerByIdLoader).load(int(id))
+
+    @staticmethod
+    def resolve_tags(root: models.Customer, info: Any) -> Any:
+        return ctx(info).loader(TagsByCustomerLoader).load(root.id)
+
+    @staticmethod
+    def resolve_external_ids(root: models.Customer, info: Any) -> Any:
+        return ctx(info).loader(ExternalIdsByCustomerLoader).load(root.id)
+
+    @staticmethod
+    def resolve_attributes(root: models.Customer, info: Any) -> Any:
+        return root.attributes or {}
+
+    @staticmethod
+    def resolve_owner(root: models.Customer, info: Any) -> Any:
+        if root.owner_id is None:
+            return None
+        return ctx(info).loader(AgentByIdLoader).load(root.owner_id)
+
+    @staticmethod
+    async def resolve_interactions(root: models.Customer, info: Any, first: int | None = None,
+                                   after: str | None = None, kinds: list[str] | None = None
+                                   ) -> Page:
+        size = page_size(first)
+        after_key = tuple(decode_cursor(after, 2)) if after else None
+        kinds_key = tuple(sorted(kinds)) if kinds else None
+        rows = await ctx(info).loader(InteractionsByCustomerLoader, limit=size + 1,
+                                      after=after_key, kinds=kinds_key).load(root.id)
+        count = ctx(info).loader(InteractionCountByCustomerLoader, kinds=kinds_key)
+        return make_page(rows, size, after, interaction_key, lambda: count.load(root.id))
+
+
+class AlertType(graphene.ObjectType):
+    class Meta:
+        name = "Alert"
+        interfaces = (relay.Node,)
+
+    kind = graphene.String(required=True)
+    severity = graphene.String(required=True)
+    source = graphene.String(required=True, description="The plugin that raised it.")
+    evidence = GenericScalar(required=True)
+    status = graphene.Field(AlertStatus, required=True)
+    customer = graphene.Field(CustomerType)
+    raised_at = graphene.DateTime(required=True)
+    acknowledged_at = graphene.DateTime()
+    acknowledged_by = graphene.Field(Agent)
+
+    @staticmethod
+    def resolve_customer(root: models.Alert, info: Any) -> Any:
+        if root.customer_id is None:
+            return None
+        return ctx(info).loader(CustomerByIdLoader).load(root.customer_id)
+
+    @staticmethod
+    def resolve_acknowledged_by(root: models.Alert, info: Any) -> Any:
+        if root.acknowledged_by_id is None:
+            return None
+        return ctx(info).loader(AgentByIdLoader).load(root.acknowledged_by_id)
+
+
+node_scope("alerts:read")(AlertType)
+
+
+class PluginInfo(graphene.ObjectType):
+    name = graphene.String(required=True)
+    version = graphene.String(required=True)
+    enabled = graphene.Boolean(required=True)
+    reason = graphene.String(description="Why the plugin is not enabled.")
+    install_hint = graphene.String(description="The command that makes it available.")
+    hooks = graphene.List(graphene.NonNull(graphene.String), required=True)
+
+
+class InteractionKind(graphene.ObjectType):
+    name = graphene.String(required=True)
+    description = graphene.String(required=True)
+
+
+class CustomerAttributeDefinition(graphene.ObjectType):
+    key = graphene.String(required=True)
+    type = graphene.String(required=True)
+    label = graphene.String(required=True)
+    categories = graphene.List(graphene.NonNull(graphene.String))
+
+    @staticmethod
+    def resolve_type(root: models.CustomerAttributeDefinition, info: Any) -> str:
+        return root.type.value
+
+
+class DuplicateGroup(graphene.ObjectType):
+    """Customers that are probably one person, and why."""
+
+    reason = graphene.String(required=True, description="email, phone or name_city")
+    score = graphene.Float(required=True)
+    customers = graphene.List(graphene.NonNull(CustomerType), required=True)
+
+    @staticmethod
+    def resolve_customers(root: Any, info: Any) -> Any:
+        return ctx(info).loader(CustomerByIdLoader).load_many(root.customer_ids)
+
+
+def decode_global_id(value: str, expected: str) -> int:
+    """The database id behind a global id of type ``expected``; ValueError if it is not one."""
+    try:
+        type_name, raw = relay.Node.resolve_global_id(None, value)
+        if type_name != expected:
+            raise ValueError
+        return int(raw)
+    except Exception:
+        raise ValueError(f"Not a {expected} id: {value!r}.") from None
+
+
+def forbidden(scope: str) -> GraphQLError:
+    return GraphQLError(f"This API key lacks the {scope} scope.",
+                        extensions={"code": "FORBIDDEN"})
+
+

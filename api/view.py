@@ -1,0 +1,178 @@
+"""The /graphql endpoint: authenticate -> parse -> validate (cached) -> execute -> shape errors.
+
+Our own thin view rather than a third-party one: the validation rules (scopes, depth,
+cost) and the error shaping are ours, and parsed + validated documents are cached by
+query text and the caller's scopes.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import inspect
+import logging
+from collections import OrderedDict
+from dataclasses import dataclass
+from threading import Lock
+from typing import Any
+
+from flask import Blueprint, Response, current_app, jsonify, render_template, request
+from graphql import (
+    DocumentNode, ExecutionResult, GraphQLError, GraphQLSyntaxError, execute, parse,
+    specified_rules, validate,
+)
+
+from api.context import RequestContext
+from api.rules import limits_rule, scope_rule
+from api.schema import RapportSchema
+from core.app import rapport
+from core.auth import AuthError, Principal, authenticate
+from core.config import Settings
+
+log = logging.getLogger("rapport.graphql")
+blueprint = Blueprint("graphql", __name__, template_folder="templates")
+_CACHE_SIZE = 512
+
+
+@dataclass
+class Prepared:
+    document: DocumentNode | None
+    errors: list[GraphQLError]
+    status: int
+
+
+class GraphQLService:
+    """The app's schema plus a bounded cache of validated documents."""
+
+    def __init__(self, schema: RapportSchema, settings: Settings):
+        self.schema = schema
+        self.settings = settings
+        self._cache: OrderedDict[tuple[str, frozenset[str]], Prepared] = OrderedDict()
+        self._lock = Lock()
+
+    def prepare(self, query: str, principal: Principal) -> Prepared:
+        key = (query, principal.scopes)
+        with self._lock:
+            cached = self._cache.get(key)
+            if cached is not None:
+                self._cache.move_to_end(key)
+                return cached
+        prepared = self._prepare(query, principal)
+        with self._lock:
+            self._cache[key] = prepared
+            if len(self._cache) > _CACHE_SIZE:
+                self._cache.popitem(last=False)
+        return prepared
+
+    def _prepare(self, query: str, principal: Principal) -> Prepared:
+        try:
+            document = parse(query)
+        except GraphQLSyntaxError as exc:
+            exc.extensions = {"code": "GRAPHQL_PARSE_FAILED"}
+            return Prepared(None, [exc], 400)
+        schema = self.schema.graphql_schema
+        errors = validate(schema, document, specified_rules)
+        if not errors:
+            errors = validate(schema, document, [
+                limits_rule(self.settings.graphql_max_depth,
+                            self.settings.graphql_max_complexity),
+                scope_rule(principal, self.schema.field_scopes)])
+        for error in errors:
+            if not error.extensions:
+                error.extensions = {"code": "GRAPHQL_VALIDATION_FAILED"}
+        if any(e.extensions.get("code") == "FORBIDDEN" for e in errors):
+            return Prepared(None, list(errors), 403)
+        return Prepared(None if errors else document, list(errors), 400 if errors else 200)
+
+    def execute(self, document: DocumentNode, principal: Principal,
+                variables: dict[str, Any] | None, operation_name: str | None
+                ) -> ExecutionResult:
+        context = RequestContext(principal=principal)
+
+        async def run() -> ExecutionResult:
+            result = execute(self.schema.graphql_schema, document, context_value=context,
+                             variable_values=variables, operation_name=operation_name)
+            if inspect.isawaitable(result):
+                result = await result
+            return result  # type: ignore[return-value]
+
+        return asyncio.run(run())
+
+
+def format_error(error: GraphQLError) -> dict[str, Any]:
+    original = error.original_error
+    if original is not None and not isinstance(original, GraphQLError):
+        log.error("resolver failed at %s", error.path, exc_info=original)
+        shaped: dict[str, Any] = {"message": "Internal server error.",
+                                  "extensions": {"code": "INTERNAL_SERVER_ERROR"}}
+        if error.path:
+            shaped["path"] = error.path
+        return shaped
+    if isinstance(original, GraphQLError) and original.extensions:
+        error.extensions = original.extensions
+    formatted = error.formatted
+    formatted.setdefault("extensions", {})
+    formatted["extensions"].setdefault("code", "BAD_USER_INPUT")
+    return formatted
+
+
+def _errors(status: int, code: str, message: str) -> tuple[Response, int]:
+    return jsonify(errors=[{"message": message, "extensions": {"code": code}}]), status
+
+
+def service() -> GraphQLService:
+    return current_app.extensions["rapport_graphql"]  # type: ignore[no-any-return]
+
+
+@blueprint.route("/graphql", methods=["GET", "POST"])
+def graphql_endpoint() -> Any:
+    settings = rapport().settings
+    if request.method == "GET":
+        if settings.graphiql and "text/html" in request.headers.get("Accept", ""):
+            return render_template("graphiql.html")
+        return _errors(405, "METHOD_NOT_ALLOWED",
+                       "POST a JSON body {\"query\": ..., \"variables\": ...} to /graphql.")
+    try:
+        principal = authenticate(request.headers.get("Authorization"), request.remote_addr,
+                                 request.headers.get("X-Rapport-Agent"))
+    except AuthError as exc:
+        return _errors(401, exc.code, exc.message)
+
+    body = request.get_json(silent=True)
+    if not isinstance(body, dict) or not isinstance(body.get("query"), str):
+        return _errors(400, "BAD_REQUEST",
+                       "The body must be JSON with a string 'query' (and optionally "
+                       "'variables' and 'operationName').")
+    variables = body.get("variables")
+    operation_name = body.get("operationName")
+    if variables is not None and not isinstance(variables, dict):
+        return _errors(400, "BAD_REQUEST", "'variables' must be a JSON object.")
+    if operation_name is not None and not isinstance(operation_name, str):
+        return _errors(400, "BAD_REQUEST", "'operationName' must be a string.")
+
+    graphql = service()
+    prepared = graphql.prepare(body["query"], principal)
+    if prepared.document is None:
+        return jsonify(errors=[format_error(e) for e in prepared.errors]), prepared.status
+    result = graphql.execute(prepared.document, principal, variables, operation_name)
+    payload: dict[str, Any] = {}
+    if result.errors:
+        payload["errors"] = [format_error(e) for e in result.errors]
+    payload["data"] = result.data
+    return jsonify(payload), 200
+
+
+@blueprint.after_request
+def cors(response: Response) -> Response:
+    origin = request.headers.get("Origin")
+    if origin and origin in rapport().settings.cors_origins:
+        response.headers["Access-Control-Allow-Origin"] = origin
+        response.headers["Vary"] = "Origin"
+        response.headers["Access-Control-Allow-Headers"] = \
+            "Authorization, Content-Type, X-Rapport-Agent"
+        response.headers["Access-Control-Allow-Methods"] = "POST, GET, OPTIONS"
+    return response
+
+
+@blueprint.route("/graphql", methods=["OPTIONS"])
+def graphql_preflight() -> Response:
+    return Response(status=204)

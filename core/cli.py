@@ -1,0 +1,149 @@
+"""The ``rapport`` command. Plugins add subcommands through ``rapport_cli_commands``."""
+
+from __future__ import annotations
+
+import logging
+import sys
+from typing import Any
+
+import click
+from flask import Flask, current_app
+from flask.cli import FlaskGroup
+from sqlalchemy import select
+
+from core.app import create_app, rapport
+from core.config import ConfigError
+from core.db import db
+from core.errors import UserError
+
+
+def _make_app() -> Flask:
+    try:
+        return create_app()
+    except ConfigError as exc:
+        raise click.ClickException(str(exc)) from None
+
+
+def fail(exc: UserError) -> click.ClickException:
+    """A service's UserError as a CLI error (exit code 1, no traceback)."""
+    return click.ClickException("\n".join(
+        f"{e.field}: {e.message}" if e.field else e.message for e in exc.errors))
+
+
+@click.group(cls=FlaskGroup, create_app=_make_app, add_default_commands=False,
+             add_version_option=False)
+def cli() -> None:
+    """Rapport: a headless CRM backend. Configure it with RAPPORT_* environment variables."""
+
+
+@cli.command("serve")
+@click.option("--host", default="127.0.0.1", show_default=True)
+@click.option("--port", default=5000, show_default=True, type=int)
+def serve(host: str, port: int) -> None:
+    """Serve the API with the built-in server (use gunicorn 'core.wsgi:app' in production)."""
+    app = current_app._get_current_object()  # type: ignore[attr-defined]
+    settings = rapport().settings
+    if settings.is_development:
+        logging.getLogger("rapport").warning(
+            "DEVELOPMENT mode: requests from this machine (loopback) act as a local admin "
+            "without an API key; GraphiQL at http://%s:%s/graphql. Never expose this server.",
+            host, port)
+    app.run(host=host, port=port, debug=False, use_reloader=False)
+
+
+@cli.group("db")
+def db_group() -> None:
+    """Database migrations (Alembic: a branch for core and one per plugin)."""
+
+
+@db_group.command("upgrade")
+@click.argument("target", default="heads")
+def db_upgrade(target: str) -> None:
+    """Upgrade the database to TARGET (default: the newest revision of every branch)."""
+    from core.migrate import upgrade
+
+    upgrade(current_app._get_current_object(), target)  # type: ignore[attr-defined]
+    click.echo("database is up to date")
+
+
+@db_group.command("revision")
+@click.option("-m", "--message", required=True)
+@click.option("--branch", default="core", show_default=True,
+              help="The branch: core or a plugin's name.")
+@click.option("--autogenerate/--empty", default=True, show_default=True)
+@click.option("--version-dir", default=None, help="Where to write it (a plugin's migrations "
+                                                  "directory for a new plugin branch).")
+def db_revision(message: str, branch: str, autogenerate: bool, version_dir: str | None) -> None:
+    """Write a new revision on a branch, from the difference between models and database."""
+    from core.migrate import revision
+
+    revision(current_app._get_current_object(), message, branch, autogenerate,  # type: ignore
+             version_dir)
+
+
+@cli.command("plugins")
+def plugins_command() -> None:
+    """List installed plugins: version, enabled or why not, hooks implemented."""
+    for info in rapport().plugins:
+        state = "enabled" if info.enabled else f"disabled ({info.reason})"
+        click.echo(f"{info.name} {info.version}: {state}")
+        if info.install_hint:
+            click.echo(f"    install: {info.install_hint}")
+        if info.hooks:
+            click.echo(f"    hooks: {', '.join(info.hooks)}")
+
+
+@cli.group("apikey")
+def apikey_group() -> None:
+    """API keys: the secret is shown once; only its digest is stored."""
+
+
+def _scopes(value: str) -> list[str]:
+    return [s.strip() for s in value.split(",") if s.strip()]
+
+
+@apikey_group.command("create")
+@click.option("--name", required=True, help="Who uses the key (an app, a partner).")
+@click.option("--scopes", required=True,
+              help="Comma list, e.g. customers:read,interactions:write (admin: everything).")
+def apikey_create(name: str, scopes: str) -> None:
+    from core.auth import create_api_key
+
+    try:
+        key, secret = create_api_key(name, _scopes(scopes))
+    except UserError as exc:
+        raise fail(exc) from None
+    click.echo(f"created key {key.prefix} for {key.name} with scopes {', '.join(key.scopes)}")
+    click.echo("secret (shown once, store it now):")
+    click.echo(secret)
+
+
+@apikey_group.command("list")
+def apikey_list() -> None:
+    from core.models import ApiKey
+
+    for key in db.session.scalars(select(ApiKey).order_by(ApiKey.id)):
+        state = f"revoked {key.revoked_at:%Y-%m-%d}" if key.revoked_at else "active"
+        used = f"{key.last_used_at:%Y-%m-%d %H:%M}" if key.last_used_at else "never"
+        click.echo(f"{key.prefix}  {key.name}  [{', '.join(key.scopes)}]  {state}  "
+                   f"last used {used}")
+
+
+@apikey_group.command("revoke")
+@click.argument("prefix")
+def apikey_revoke(prefix: str) -> None:
+    from core.auth import revoke_api_key
+
+    try:
+        key = revoke_api_key(prefix)
+    except UserError as exc:
+        raise fail(exc) from None
+    click.echo(f"revoked {key.prefix} ({key.name})")
+
+
+def main(argv: Any = None) -> None:
+    cli.main(args=argv, prog_name="rapport")
+
+
+if __name__ == "__main__":
+    sys.exit(main())

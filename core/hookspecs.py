@@ -1,0 +1,164 @@
+"""Every core hook. Implement them with ``@core.hookimpl`` and keyword-named parameters.
+
+Hooks are called with keyword arguments only: an implementation declares just the
+parameters it needs, and new parameters can be added later without breaking it. Domain
+event hooks fire inside the caller's database transaction: raising rolls the whole
+operation back and the client gets the error. GraphQL contribution hooks live in
+``api/hookspecs.py``.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import random
+from collections.abc import Sequence
+from typing import TYPE_CHECKING, Any
+
+import pluggy
+
+if TYPE_CHECKING:
+    import click
+    from flask import Blueprint, Flask
+
+    from core.models import Alert, Customer, Interaction
+
+PROJECT = "rapport"
+hookspec = pluggy.HookspecMarker(PROJECT)
+hookimpl = pluggy.HookimplMarker(PROJECT)
+
+
+# --- Lifecycle -------------------------------------------------------------------------
+
+
+@hookspec
+def rapport_add_hookspecs(plugin_manager: pluggy.PluginManager) -> None:
+    """Called once, right after every enabled plugin is registered.
+
+    A plugin that offers hooks to other plugins adds its hookspec module here with
+    ``plugin_manager.add_hookspecs(module)``. Implementations of another plugin's hook are
+    marked ``@hookimpl(optionalhook=True)`` so they are not an error when it is absent.
+    """
+
+
+@hookspec
+def rapport_init_app(app: Flask) -> None:
+    """Called at the end of ``create_app``, once the database and plugins are set up.
+
+    Use it to read settings, add extensions, or attach per-app state to ``app.extensions``.
+    Do no database work here: the tables may not exist yet.
+    """
+
+
+@hookspec
+def rapport_register_routes() -> list[Blueprint] | None:
+    """Return Flask blueprints to register on the app (report pages, webhooks, ...).
+
+    Protect them with ``core.auth.require_scope``: they are not behind GraphQL's checks.
+    """
+
+
+@hookspec
+def rapport_cli_commands() -> list[click.Command] | None:
+    """Return click commands (or groups) to add under the ``rapport`` command.
+
+    They run inside an application context. ``rapport loyalty expire`` is a group named
+    ``loyalty`` with an ``expire`` command.
+    """
+
+
+@hookspec
+def rapport_migration_dirs() -> list[str] | None:
+    """Return directories holding the plugin's Alembic revision files.
+
+    Each plugin keeps its own branch: its first revision has ``branch_labels = ("<plugin>",)``
+    and ``depends_on = "core"`` when it references core tables.
+    """
+
+
+# --- Registration ----------------------------------------------------------------------
+
+
+@hookspec
+def rapport_register_scopes() -> list[tuple[str, str]] | None:
+    """Return the permission scopes the plugin adds, as ``(scope, description)`` pairs.
+
+    Scopes are named ``<domain>:read`` and ``<domain>:write``; ``admin`` grants all.
+    Every GraphQL field a plugin contributes names one of them.
+    """
+
+
+@hookspec
+def rapport_interaction_kinds() -> list[tuple[str, str]] | None:
+    """Return extra interaction kinds the plugin records, as ``(kind, description)``.
+
+    Kinds are lowercase words (``complaint``, ``survey_response``). Recording an
+    interaction of an unregistered kind is a validation error.
+    """
+
+
+@hookspec
+def rapport_demo_data(rng: random.Random, customers: Sequence[Customer], as_of: dt.datetime
+                      ) -> None:
+    """Called by ``rapport demo`` after core generated customers and a year of interactions.
+
+    Add realistic rows of your own for ``customers`` (already flushed, with ids), using
+    ``rng`` for every random choice so a seed reproduces the data. Do not commit.
+    """
+
+
+# --- Domain events (inside the caller's transaction) -----------------------------------
+
+
+@hookspec
+def rapport_customer_created(customer: Customer) -> None:
+    """A customer was created (flushed, has an id)."""
+
+
+@hookspec
+def rapport_customer_updated(customer: Customer, changes: dict[str, tuple[Any, Any]]) -> None:
+    """A customer was updated; ``changes`` maps each changed field to ``(old, new)``."""
+
+
+@hookspec
+def rapport_customers_merged(survivor: Customer, merged_ids: list[int]) -> None:
+    """Customers ``merged_ids`` are being merged into ``survivor``.
+
+    Re-key every row of yours from the merged ids to ``survivor.id`` (combine balances,
+    keep history). Core has already moved interactions; the merged customer rows are
+    deleted after this hook returns.
+    """
+
+
+@hookspec
+def rapport_customer_erased(customer: Customer) -> dict[str, Any] | None:
+    """The customer is being erased (right to be forgotten).
+
+    Remove the personal data you hold; keep accounting facts (ledger entries, counts)
+    attached to the same, now anonymous, customer id so totals do not change. Return a
+    short report of what you did (``{"responses_anonymised": 3}``); it is shown to the
+    caller under your plugin's name.
+    """
+
+
+@hookspec
+def rapport_customer_export(customer: Customer) -> dict[str, Any] | None:
+    """Return your section of the customer's data export (JSON-serialisable), or None."""
+
+
+@hookspec
+def rapport_interaction_recorded(interaction: Interaction) -> None:
+    """One interaction was recorded (``recordInteraction``; flushed, has an id)."""
+
+
+@hookspec
+def rapport_interactions_recorded(interaction_ids: list[int]) -> None:
+    """A batch of interactions was recorded (``recordInteractions``, the importer).
+
+    Fired once per batch instead of ``rapport_interaction_recorded`` per row: work on the
+    batch with set-based SQL (``INSERT ... SELECT ... WHERE id IN (...)``).
+    """
+
+
+@hookspec
+def rapport_alert_raised(alert: Alert) -> None:
+    """An alert was stored by ``core.services.alerts.raise_alert`` (flushed, has an id)."""

@@ -1,0 +1,50 @@
+"""Alembic, wired to the app: core's branch plus every enabled plugin's branch."""
+
+from __future__ import annotations
+
+import os
+from typing import Any
+
+from alembic import command
+from alembic.config import Config
+from flask import Flask
+
+from core.app import rapport
+from core.db import db
+
+MIGRATIONS = os.path.join(os.path.dirname(__file__), "migrations")
+
+
+def alembic_config(app: Flask, connection: Any) -> Config:
+    state = rapport(app)
+    dirs = [os.path.join(MIGRATIONS, "versions")]
+    for extra in state.hook.rapport_migration_dirs():
+        dirs.extend(extra or [])
+    config = Config()
+    config.set_main_option("script_location", MIGRATIONS)
+    config.set_main_option("version_locations", " ".join(dirs))
+    config.set_main_option("path_separator", "space")
+    config.attributes["connection"] = connection
+    config.attributes["enabled_plugins"] = state.enabled_plugins
+    return config
+
+
+def upgrade(app: Flask, target: str = "heads") -> None:
+    """Bring the database to the newest revision of every enabled branch."""
+    with app.app_context(), db.engine.begin() as connection:
+        command.upgrade(alembic_config(app, connection), target)
+
+
+def revision(app: Flask, message: str, branch: str, autogenerate: bool,
+             version_dir: str | None = None) -> None:
+    with app.app_context(), db.engine.begin() as connection:
+        config = alembic_config(app, connection)
+        command.revision(config, message=message, autogenerate=autogenerate,
+                         head=f"{branch}@head", version_path=version_dir)
+
+
+def current_heads(app: Flask) -> set[str]:
+    from alembic.runtime.migration import MigrationContext
+
+    with app.app_context(), db.engine.connect() as connection:
+        return set(MigrationContext.configure(connection).get_current_heads())

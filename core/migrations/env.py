@@ -1,0 +1,43 @@
+"""Alembic environment: runs on the app's engine; only enabled plugins' tables count."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from alembic import context
+
+from core.db import Money, UTCDateTime, db
+
+config = context.config
+enabled: set[str] = config.attributes["enabled_plugins"]
+
+
+def include_object(obj: Any, name: str | None, type_: str, reflected: bool, compare_to: Any
+                   ) -> bool:
+    if type_ == "table":
+        table = compare_to if reflected else obj
+        if table is None:  # a table in the database that no model declares
+            return name == "alembic_version"
+        return table.info.get("rapport_plugin") in (None, *enabled)
+    return True
+
+
+def render_item(type_: str, obj: Any, autogen_context: Any) -> str | bool:
+    """Render our column types as plain names imported from ``core.db``."""
+    if type_ == "type" and isinstance(obj, (Money, UTCDateTime)):
+        name = type(obj).__name__
+        autogen_context.imports.add(f"from core.db import {name}")
+        return f"{name}()"
+    return False
+
+
+context.configure(
+    render_item=render_item,
+    connection=config.attributes["connection"],
+    target_metadata=db.metadata,
+    include_object=include_object,
+    render_as_batch=True,  # SQLite needs table rebuilds for most ALTERs
+    compare_type=True,
+)
+with context.begin_transaction():
+    context.run_migrations()

@@ -1,0 +1,292 @@
+"""marshmallow schemas: every input to core is validated here, once.
+
+GraphQL mutations, the CLI importers and the services all load through these schemas, so
+a rule lives in one place. Field names are snake_case; the API maps camelCase onto them.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import re
+from decimal import Decimal
+from typing import Any
+
+from marshmallow import (
+    RAISE, Schema, ValidationError, fields, post_load, pre_load, validate,
+    validates_schema,
+)
+
+from core.models import LifecycleStage
+from core.money import currency_decimals
+
+#: Clock skew tolerated for "now" timestamps sent by other machines.
+FUTURE_TOLERANCE = dt.timedelta(minutes=5)
+_PHONE_CHARS = re.compile(r"^\+?[0-9 ().\-/]{4,30}$")
+_KEY = re.compile(r"^[A-Za-z][A-Za-z0-9_]{0,63}$")
+_KIND = re.compile(r"^[a-z][a-z0-9_]{0,39}$")
+
+
+class UTCDateTimeField(fields.DateTime):
+    """ISO 8601; a naive value means UTC; always returns an aware UTC datetime."""
+
+    def _deserialize(self, value: Any, attr: str | None, data: Any, **kwargs: Any) -> dt.datetime:
+        if isinstance(value, dt.datetime):
+            parsed = value
+        else:
+            parsed = super()._deserialize(value, attr, data, **kwargs)
+        if parsed.tzinfo is None:
+            parsed = parsed.replace(tzinfo=dt.timezone.utc)
+        return parsed.astimezone(dt.timezone.utc)
+
+
+class Currency(fields.String):
+    def _deserialize(self, value: Any, attr: str | None, data: Any, **kwargs: Any) -> str:
+        code = str(super()._deserialize(value, attr, data, **kwargs)).strip().upper()
+        if not re.fullmatch(r"[A-Z]{3}", code):
+            raise ValidationError("Use a three-letter ISO 4217 currency code such as USD.")
+        return code
+
+
+class Phone(fields.String):
+    def _deserialize(self, value: Any, attr: str | None, data: Any, **kwargs: Any) -> str:
+        text = str(super()._deserialize(value, attr, data, **kwargs)).strip()
+        digits = re.sub(r"\D", "", text)
+        if not _PHONE_CHARS.match(text) or not 4 <= len(digits) <= 20:
+            raise ValidationError("Not a valid phone number (digits, spaces, +, -, parentheses).")
+        return text
+
+
+class Tags(fields.List):
+    def __init__(self, **kwargs: Any):
+        super().__init__(fields.String(validate=validate.Length(1, 64)), **kwargs)
+
+    def _deserialize(self, value: Any, attr: str | None, data: Any, **kwargs: Any) -> list[str]:
+        if isinstance(value, str):  # CSV form: "vip;newsletter"
+            value = [v for v in value.split(";")]
+        tags = super()._deserialize(value, attr, data, **kwargs)
+        seen: dict[str, None] = {}
+        for tag in tags:
+            clean = tag.strip().lower()
+            if clean:
+                seen.setdefault(clean, None)
+        if len(seen) > 50:
+            raise ValidationError("At most 50 tags per customer.")
+        return list(seen)
+
+
+class Attributes(fields.Dict):
+    """Free-form attributes: short keys, scalar values."""
+
+    def _deserialize(self, value: Any, attr: str | None, data: Any, **kwargs: Any
+                     ) -> dict[str, Any]:
+        result = super()._deserialize(value, attr, data, **kwargs)
+        for key, item in result.items():
+            if not _KEY.match(str(key)):
+                raise ValidationError(
+                    f"Attribute key {key!r}: start with a letter; letters, digits, _ only; "
+                    f"at most 64 characters.")
+            if item is not None and not isinstance(item, (str, int, float, bool)):
+                raise ValidationError(f"Attribute {key!r}: values must be text, number or "
+                                      f"boolean.")
+            if isinstance(item, str) and len(item) > 1000:
+                raise ValidationError(f"Attribute {key!r}: at most 1,000 characters.")
+        return result
+
+
+def _not_future_date(value: dt.date) -> None:
+    if value > dt.date.today():
+        raise ValidationError("Birth date cannot be in the future.")
+    if value < dt.date(1900, 1, 1):
+        raise ValidationError("Birth date before 1900 is not plausible.")
+
+
+class CustomerSchema(Schema):
+    """Input of createCustomer, updateCustomer (partial) and the customer importer."""
+
+    class Meta:
+        unknown = RAISE
+
+    name = fields.String(validate=validate.Length(1, 200), allow_none=True)
+    email = fields.Email(validate=validate.Length(max=320), allow_none=True)
+    phone = Phone(allow_none=True)
+    birth_date = fields.Date(validate=_not_future_date, allow_none=True)
+    gender = fields.String(validate=validate.Length(1, 40), allow_none=True)
+    education = fields.String(validate=validate.Length(1, 80), allow_none=True)
+    occupation = fields.String(validate=validate.Length(1, 120), allow_none=True)
+    income_band = fields.String(validate=validate.Length(1, 40), allow_none=True)
+    country = fields.String(validate=validate.Regexp(
+        r"^[A-Za-z]{2}$", error="Use a two-letter ISO 3166 country code such as FR."),
+        allow_none=True)
+    region = fields.String(validate=validate.Length(1, 120), allow_none=True)
+    city = fields.String(validate=validate.Length(1, 120), allow_none=True)
+    tags = Tags()
+    attributes = Attributes(keys=fields.String())
+    lifecycle_stage = fields.Enum(LifecycleStage, by_value=True)
+    owner_id = fields.Integer(allow_none=True)
+    source = fields.String(validate=validate.Length(1, 64))
+    external_id = fields.String(validate=validate.Length(1, 200))
+
+    @pre_load
+    def _clean_strings(self, data: Any, **kwargs: Any) -> Any:
+        """Trim text; an empty cell (CSV) or blank string means "no value"."""
+        if not isinstance(data, dict):
+            return data
+        return {key: (value.strip() or None) if isinstance(value, str) and key != "tags"
+                else value for key, value in data.items()}
+
+    @post_load
+    def _normalise(self, data: dict[str, Any], **kwargs: Any) -> dict[str, Any]:
+        if data.get("country"):
+            data["country"] = data["country"].upper()
+        return data
+
+    @validates_schema
+    def _identity(self, data: dict[str, Any], partial: Any = None, **kwargs: Any) -> None:
+        if ("external_id" in data) != ("source" in data) and "source" in data:
+            raise ValidationError("A source needs its external id.", "external_id")
+        if partial:
+            return
+        if not any(data.get(k) for k in ("name", "email", "phone", "external_id")):
+            raise ValidationError(
+                "Give at least one of name, email, phone or external id.", "name")
+
+
+class InteractionSchema(Schema):
+    """One interaction, as recorded by the API, the importer and services.
+
+    ``kinds`` is the registry of interaction kinds (core's plus every plugin's).
+    """
+
+    class Meta:
+        unknown = RAISE
+
+    customer_id = fields.Integer(required=True)
+    kind = fields.String(required=True)
+    channel = fields.String(validate=validate.Length(1, 40), allow_none=True)
+    occurred_at = UTCDateTimeField(required=True)
+    amount = fields.Decimal(allow_none=True, allow_nan=False)
+    currency = Currency(allow_none=True)
+    payload = fields.Dict(keys=fields.String())
+    source = fields.String(validate=validate.Length(1, 64), allow_none=True)
+    external_id = fields.String(validate=validate.Length(1, 200), allow_none=True)
+    refers_to_id = fields.Integer(allow_none=True)
+    agent_id = fields.Integer(allow_none=True)
+
+    def __init__(self, *, kinds: set[str], monetary_kinds: frozenset[str],
+                 now: dt.datetime | None = None, **kwargs: Any):
+        super().__init__(**kwargs)
+        self.kinds = kinds
+        self.monetary_kinds = monetary_kinds
+        self.now = now
+
+    @validates_schema
+    def _rules(self, data: dict[str, Any], **kwargs: Any) -> None:
+        errors: dict[str, list[str]] = {}
+        kind = data.get("kind")
+        if kind is not None and (not _KIND.match(kind) or kind not in self.kinds):
+            errors.setdefault("kind", []).append(
+                f"Unknown interaction kind {kind!r}; known kinds: {', '.join(sorted(self.kinds))}.")
+        amount: Decimal | None = data.get("amount")
+        currency: str | None = data.get("currency")
+        if amount is not None and currency is None:
+            errors.setdefault("currency", []).append("An amount needs its currency.")
+        if currency is not None and amount is None:
+            errors.setdefault("amount", []).append("A currency was given without an amount.")
+        if kind in self.monetary_kinds and amount is None:
+            errors.setdefault("amount", []).append(f"A {kind} needs an amount.")
+        if amount is not None:
+            if amount < 0:
+                errors.setdefault("amount", []).append(
+                    "Amounts are positive; the kind says which way money moved.")
+            elif abs(amount) >= Decimal("1e14"):
+                errors.setdefault("amount", []).append("Amount is too large.")
+            elif currency is not None:
+                places = currency_decimals(currency)
+                exponent = amount.normalize().as_tuple().exponent
+                if isinstance(exponent, int) and -exponent > places:
+                    errors.setdefault("amount", []).append(
+                        f"{currency} amounts have at most {places} decimal places.")
+        if (data.get("external_id") is None) != (data.get("source") is None):
+            errors.setdefault("external_id", []).append(
+                "source and external id go together (one identifies the other).")
+        occurred = data.get("occurred_at")
+        now = self.now or dt.datetime.now(dt.timezone.utc)
+        if occurred is not None and occurred > now + FUTURE_TOLERANCE:
+            errors.setdefault("occurred_at", []).append("occurred_at is in the future.")
+        if errors:
+            raise ValidationError(errors)
+
+
+class AgentSchema(Schema):
+    class Meta:
+        unknown = RAISE
+
+    name = fields.String(required=True, validate=validate.Length(1, 200))
+    email = fields.Email(required=True, validate=validate.Length(max=320))
+    team = fields.String(validate=validate.Length(1, 120), allow_none=True)
+
+
+class AttributeDefinitionSchema(Schema):
+    class Meta:
+        unknown = RAISE
+
+    key = fields.String(required=True, validate=validate.Regexp(
+        _KEY, error="Start with a letter; letters, digits and _ only; at most 64 characters."))
+    type = fields.String(required=True, validate=validate.OneOf(
+        ["number", "text", "boolean", "date", "category"]))
+    label = fields.String(required=True, validate=validate.Length(1, 200))
+    categories = fields.List(fields.String(validate=validate.Length(1, 100)),
+                             validate=validate.Length(1, 200), allow_none=True)
+
+    @validates_schema
+    def _categories(self, data: dict[str, Any], **kwargs: Any) -> None:
+        if data.get("type") == "category" and not data.get("categories"):
+            raise ValidationError("A category attribute lists its categories.", "categories")
+
+
+class CustomerFilterSchema(Schema):
+    """Segment filter: geography, demographics, tags, attributes, dates, behaviour."""
+
+    class Meta:
+        unknown = RAISE
+
+    search = fields.String(validate=validate.Length(1, 200))
+    country = fields.List(fields.String(validate=validate.Length(2, 2)))
+    region = fields.List(fields.String())
+    city = fields.List(fields.String())
+    gender = fields.List(fields.String())
+    education = fields.List(fields.String())
+    occupation = fields.List(fields.String())
+    income_band = fields.List(fields.String())
+    status = fields.List(fields.String(validate=validate.OneOf(["active", "churned", "erased"])))
+    lifecycle_stage = fields.List(fields.Enum(LifecycleStage, by_value=True))
+    tags_any = fields.List(fields.String())
+    tags_all = fields.List(fields.String())
+    attributes = fields.List(fields.Dict(keys=fields.String()))
+    born_after = fields.Date()
+    born_before = fields.Date()
+    created_after = UTCDateTimeField()
+    created_before = UTCDateTimeField()
+    last_purchase_after = UTCDateTimeField()
+    last_purchase_before = UTCDateTimeField()
+    min_purchase_count = fields.Integer(validate=validate.Range(min=0))
+    max_purchase_count = fields.Integer(validate=validate.Range(min=0))
+    min_spend = fields.Decimal(validate=validate.Range(min=0), allow_nan=False)
+    max_spend = fields.Decimal(validate=validate.Range(min=0), allow_nan=False)
+    owner_id = fields.Integer()
+
+    @validates_schema
+    def _ranges(self, data: dict[str, Any], **kwargs: Any) -> None:
+        for low, high in (("min_purchase_count", "max_purchase_count"),
+                          ("min_spend", "max_spend"), ("created_after", "created_before"),
+                          ("born_after", "born_before"),
+                          ("last_purchase_after", "last_purchase_before")):
+            if data.get(low) is not None and data.get(high) is not None and data[low] > data[high]:
+                raise ValidationError(f"{low} is after {high}: the range is empty.", low)
+        for i, item in enumerate(data.get("attributes", [])):
+            if set(item) - {"key", "equals", "in", "min", "max"} or "key" not in item:
+                raise ValidationError(
+                    "An attribute condition has a key and one of equals, in, min, max.",
+                    f"attributes.{i}")
+
+

@@ -1,0 +1,345 @@
+"""Customers: create, update, find, de-duplicate, merge, erase, export."""
+
+from __future__ import annotations
+
+import datetime as dt
+import difflib
+import re
+import unicodedata
+from collections import defaultdict
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from sqlalchemy import delete, func, select, update
+
+from core.app import rapport
+from core.db import db, utcnow
+from core.errors import ErrorCode, UserError
+from core.models import (
+    Agent, Customer, CustomerExternalId, CustomerStatus, CustomerTag, Interaction,
+)
+from core.plugins import call_each
+from core.schemas import CustomerSchema
+from core.services import load, not_found, transaction
+
+_PROFILE_FIELDS = (
+    "name", "email", "phone", "birth_date", "gender", "education", "occupation", "income_band",
+    "country", "region", "city", "lifecycle_stage", "owner_id",
+)
+
+
+def normalise_email(email: str | None) -> str | None:
+    return email.strip().lower() if email else None
+
+
+def normalise_phone(phone: str | None) -> str | None:
+    if not phone:
+        return None
+    digits = re.sub(r"\D", "", phone)
+    return digits[-10:] if len(digits) >= 6 else None  # ignore country prefixes
+
+
+def normalise_name(name: str | None) -> str | None:
+    if not name:
+        return None
+    ascii_name = unicodedata.normalize("NFKD", name)
+    ascii_name = "".join(c for c in ascii_name if not unicodedata.combining(c))
+    return " ".join(ascii_name.lower().split())
+
+
+def _apply_profile(customer: Customer, data: Mapping[str, Any]) -> dict[str, tuple[Any, Any]]:
+    changes: dict[str, tuple[Any, Any]] = {}
+    for key in _PROFILE_FIELDS:
+        if key in data and getattr(customer, key) != data[key]:
+            changes[key] = (getattr(customer, key), data[key])
+            setattr(customer, key, data[key])
+    if "attributes" in data:
+        merged = {**(customer.attributes or {}), **data["attributes"]}
+        merged = {k: v for k, v in merged.items() if v is not None}  # null removes a key
+        if merged != (customer.attributes or {}):
+            changes["attributes"] = (customer.attributes, merged)
+            customer.attributes = merged
+    customer.email_normalized = normalise_email(customer.email)
+    customer.phone_normalized = normalise_phone(customer.phone)
+    customer.name_normalized = normalise_name(customer.name)
+    return changes
+
+
+def _check_owner(owner_id: int | None) -> None:
+    if owner_id is not None and db.session.get(Agent, owner_id) is None:
+        raise UserError.single(f"No agent with id {owner_id}.", ErrorCode.NOT_FOUND, "ownerId")
+
+
+def _set_tags(customer: Customer, tags: Sequence[str]) -> None:
+    db.session.execute(delete(CustomerTag).where(CustomerTag.customer_id == customer.id))
+    db.session.add_all(CustomerTag(customer_id=customer.id, tag=t) for t in tags)
+
+
+def _add_external_id(customer: Customer, source: str, external_id: str) -> None:
+    owner = db.session.scalar(select(CustomerExternalId.customer_id).where(
+        CustomerExternalId.source == source, CustomerExternalId.external_id == external_id))
+    if owner is not None and owner != customer.id:
+        raise UserError.single(
+            f"External id {external_id!r} of source {source!r} already belongs to customer "
+            f"{owner}.", ErrorCode.UNIQUE, "externalId")
+    if owner is None:
+        db.session.add(CustomerExternalId(customer_id=customer.id, source=source,
+                                          external_id=external_id))
+
+
+def tags_of(customer_ids: Sequence[int]) -> dict[int, list[str]]:
+    rows = db.session.execute(select(CustomerTag.customer_id, CustomerTag.tag).where(
+        CustomerTag.customer_id.in_(customer_ids)).order_by(CustomerTag.tag))
+    result: dict[int, list[str]] = defaultdict(list)
+    for customer_id, tag in rows:
+        result[customer_id].append(tag)
+    return result
+
+
+def create_customer(raw: Mapping[str, Any]) -> Customer:
+    data = load(CustomerSchema(), raw)
+    with transaction():
+        _check_owner(data.get("owner_id"))
+        customer = Customer(attributes={})
+        _apply_profile(customer, data)
+        db.session.add(customer)
+        db.session.flush()
+        if data.get("external_id"):
+            _add_external_id(customer, data.get("source") or "default", data["external_id"])
+        if data.get("tags"):
+            _set_tags(customer, data["tags"])
+        db.session.flush()
+        rapport().hook.rapport_customer_created(customer=customer)
+    return customer
+
+
+def get_customer(customer_id: int, field: str = "id") -> Customer:
+    customer = db.session.get(Customer, customer_id)
+    if customer is None:
+        raise not_found("customer", customer_id, field)
+    return customer
+
+
+def find_by_external_id(source: str, external_id: str) -> Customer | None:
+    return db.session.scalar(select(Customer).join(CustomerExternalId).where(
+        CustomerExternalId.source == source, CustomerExternalId.external_id == external_id))
+
+
+def update_customer(customer_id: int, raw: Mapping[str, Any]) -> Customer:
+    data = load(CustomerSchema(), raw, partial=True)
+    with transaction():
+        customer = get_customer(customer_id)
+        if customer.status == CustomerStatus.ERASED:
+            raise UserError.single("An erased customer cannot be changed.",
+                                   ErrorCode.NOT_ALLOWED, "id")
+        _check_owner(data.get("owner_id"))
+        changes = _apply_profile(customer, data)
+        if data.get("external_id"):
+            _add_external_id(customer, data.get("source") or "default", data["external_id"])
+        if "tags" in data:
+            before = tags_of([customer.id]).get(customer.id, [])
+            if sorted(before) != sorted(data["tags"]):
+                changes["tags"] = (before, data["tags"])
+                _set_tags(customer, data["tags"])
+        if changes:
+            customer.updated_at = utcnow()
+        db.session.flush()
+        if changes:
+            rapport().hook.rapport_customer_updated(customer=customer, changes=changes)
+    return customer
+
+
+def set_customer_status(customer_id: int, status: CustomerStatus) -> Customer:
+    """The one way to move a customer between active and churned (erasure has its own)."""
+    if status == CustomerStatus.ERASED:
+        raise ValueError("use erase_customer to erase")
+    with transaction():
+        customer = get_customer(customer_id)
+        if customer.status == CustomerStatus.ERASED:
+            raise UserError.single("An erased customer cannot change status.",
+                                   ErrorCode.NOT_ALLOWED, "id")
+        if customer.status != status:
+            old = customer.status
+            customer.status = status
+            customer.updated_at = utcnow()
+            db.session.flush()
+            rapport().hook.rapport_customer_updated(
+                customer=customer, changes={"status": (old, status)})
+    return customer
+
+
+# --- duplicates and merge ----------------------------------------------------------------
+
+
+@dataclass
+class DuplicateGroup:
+    customer_ids: list[int]
+    reason: str  # "email", "phone" or "name_city"
+    score: float
+
+
+def find_duplicates(limit: int = 50, name_similarity: float = 0.88) -> list[DuplicateGroup]:
+    """Suggest groups of customers that are probably the same person.
+
+    Same normalised e-mail or phone are found by SQL GROUP BY on indexed columns; similar
+    names are compared only within one city and the same first letter (a blocking key),
+    so the cost stays proportional to the block sizes, not to n squared.
+    """
+    groups: list[DuplicateGroup] = []
+    live = Customer.status != CustomerStatus.ERASED
+    for column, reason in ((Customer.email_normalized, "email"),
+                           (Customer.phone_normalized, "phone")):
+        stmt = (select(column).where(column.is_not(None), live).group_by(column)
+                .having(func.count() > 1).order_by(column).limit(limit))
+        keys = db.session.scalars(stmt).all()
+        if keys:
+            members: dict[str, list[int]] = defaultdict(list)
+            for key, cid in db.session.execute(select(column, Customer.id).where(
+                    column.in_(keys), live).order_by(Customer.id)):
+                members[key].append(cid)
+            groups.extend(DuplicateGroup(ids, reason, 1.0) for ids in members.values())
+
+    already = {frozenset(g.customer_ids) for g in groups}
+    blocks = (select(Customer.city, func.substr(Customer.name_normalized, 1, 1))
+              .where(live, Customer.city.is_not(None), Customer.name_normalized.is_not(None))
+              .group_by(Customer.city, func.substr(Customer.name_normalized, 1, 1))
+              .having(func.count() > 1).limit(limit * 4))
+    block_keys = db.session.execute(blocks).all()
+    for city, initial in block_keys:
+        if len(groups) >= limit:
+            break
+        rows = db.session.execute(select(Customer.id, Customer.name_normalized).where(
+            live, Customer.city == city,
+            func.substr(Customer.name_normalized, 1, 1) == initial).order_by(Customer.id)
+            .limit(500)).all()
+        for i, (id_a, name_a) in enumerate(rows):
+            for id_b, name_b in rows[i + 1:]:
+                ratio = difflib.SequenceMatcher(None, name_a, name_b).ratio()
+                pair = frozenset((id_a, id_b))
+                if ratio >= name_similarity and pair not in already:
+                    already.add(pair)
+                    groups.append(DuplicateGroup([id_a, id_b], "name_city", round(ratio, 3)))
+    return groups[:limit]
+
+
+def merge_customers(survivor_id: int, merged_ids: Sequence[int]) -> Customer:
+    """Merge ``merged_ids`` into ``survivor_id``; every plugin re-keys its rows by hook."""
+    others = sorted(set(merged_ids) - {survivor_id})
+    if not others:
+        raise UserError.single("Name at least one other customer to merge.",
+                               ErrorCode.INVALID, "mergedIds")
+    with transaction():
+        survivor = get_customer(survivor_id, "survivorId")
+        merged = db.session.scalars(select(Customer).where(Customer.id.in_(others))).all()
+        missing = set(others) - {c.id for c in merged}
+        if missing:
+            raise not_found("customer", ", ".join(map(str, sorted(missing))), "mergedIds")
+        for customer in [survivor, *merged]:
+            if customer.status == CustomerStatus.ERASED:
+                raise UserError.single(f"Customer {customer.id} is erased and cannot be merged.",
+                                       ErrorCode.NOT_ALLOWED, "mergedIds")
+        # The survivor keeps its own values; gaps are filled from the merged records.
+        for customer in merged:
+            gaps = {k: getattr(customer, k) for k in _PROFILE_FIELDS
+                    if getattr(survivor, k) is None and getattr(customer, k) is not None}
+            _apply_profile(survivor, gaps)
+            survivor.attributes = {**(customer.attributes or {}), **(survivor.attributes or {})}
+        tags = set(tags_of([survivor.id, *others]).get(survivor.id, []))
+        for values in tags_of(others).values():
+            tags.update(values)
+        db.session.execute(update(Interaction).where(Interaction.customer_id.in_(others))
+                           .values(customer_id=survivor.id))
+        db.session.execute(update(CustomerExternalId).where(
+            CustomerExternalId.customer_id.in_(others)).values(customer_id=survivor.id))
+        db.session.execute(delete(CustomerTag).where(CustomerTag.customer_id.in_(others)))
+        _set_tags(survivor, sorted(tags))
+        survivor.updated_at = utcnow()
+        db.session.flush()
+        rapport().hook.rapport_customers_merged(survivor=survivor, merged_ids=others)
+        db.session.execute(delete(Customer).where(Customer.id.in_(others)))
+        db.session.expire_all()
+    return get_customer(survivor_id)
+
+
+# --- erasure and export ------------------------------------------------------------------
+
+
+@dataclass
+class ErasureResult:
+    customer: Customer
+    reports: dict[str, Any]
+
+
+def erase_customer(customer_id: int) -> ErasureResult:
+    """Pseudonymise: personal data goes everywhere; accounting facts stay, anonymous."""
+    with transaction():
+        customer = get_customer(customer_id)
+        if customer.status == CustomerStatus.ERASED:
+            raise UserError.single("This customer is already erased.", ErrorCode.NOT_ALLOWED,
+                                   "id")
+        cleared = _apply_profile(customer, {k: None for k in _PROFILE_FIELDS
+                                            if k not in ("lifecycle_stage",)})
+        customer.attributes = {}
+        customer.status = CustomerStatus.ERASED
+        customer.updated_at = utcnow()
+        ext = db.session.execute(delete(CustomerExternalId).where(
+            CustomerExternalId.customer_id == customer.id))
+        db.session.execute(delete(CustomerTag).where(CustomerTag.customer_id == customer.id))
+        # Interactions keep kind, time and amount (revenue totals); free text goes.
+        payloads = db.session.execute(update(Interaction).where(
+            Interaction.customer_id == customer.id).values(payload={}, channel=None))
+        db.session.flush()
+        reports: dict[str, Any] = {"core": {
+            "fields_cleared": sorted(cleared),
+            "external_ids_removed": ext.rowcount,  # type: ignore[attr-defined]
+            "interaction_payloads_cleared": payloads.rowcount,  # type: ignore[attr-defined]
+        }}
+        for plugin, report in call_each(rapport().hook.rapport_customer_erased,
+                                        customer=customer):
+            reports[plugin] = report
+    return ErasureResult(customer, reports)
+
+
+def export_customer(customer_id: int) -> dict[str, Any]:
+    """Everything Rapport holds about a customer, as one JSON-serialisable document."""
+    customer = get_customer(customer_id)
+    external = db.session.execute(select(CustomerExternalId.source, CustomerExternalId.external_id)
+                                  .where(CustomerExternalId.customer_id == customer.id)).all()
+    interactions = db.session.scalars(select(Interaction).where(
+        Interaction.customer_id == customer.id).order_by(Interaction.occurred_at,
+                                                         Interaction.id)).all()
+
+    def iso(value: Any) -> Any:
+        return value.isoformat() if isinstance(value, (dt.date, dt.datetime)) else value
+
+    document: dict[str, Any] = {
+        "customer": {
+            "id": customer.id,
+            **{k: iso(getattr(customer, k)) for k in _PROFILE_FIELDS if k != "lifecycle_stage"},
+            "lifecycle_stage": customer.lifecycle_stage.value,
+            "status": customer.status.value,
+            "attributes": customer.attributes,
+            "tags": tags_of([customer.id]).get(customer.id, []),
+            "external_ids": [{"source": s, "external_id": e} for s, e in external],
+            "created_at": iso(customer.created_at),
+            "updated_at": iso(customer.updated_at),
+        },
+        "interactions": [{
+            "id": i.id, "kind": i.kind, "channel": i.channel, "occurred_at": iso(i.occurred_at),
+            "amount": None if i.amount is None else str(i.amount), "currency": i.currency,
+            "payload": i.payload, "source": i.source, "external_id": i.external_id,
+            "refers_to_id": i.refers_to_id,
+        } for i in interactions],
+        "exported_at": utcnow().isoformat(),
+    }
+    for plugin, section in call_each(rapport().hook.rapport_customer_export, customer=customer):
+        document.setdefault("plugins", {})[plugin] = section
+    return document
+
+
+__all__ = [
+    "DuplicateGroup", "ErasureResult", "create_customer", "erase_customer",
+    "export_customer", "find_by_external_id", "find_duplicates", "get_customer",
+    "merge_customers", "set_customer_status", "update_customer",
+]

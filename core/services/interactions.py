@@ -1,0 +1,162 @@
+"""Interactions: record one, or a batch (API calls of up to 1,000, importer chunks)."""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from marshmallow import ValidationError
+from sqlalchemy import insert, select, tuple_
+
+from core.app import rapport
+from core.db import db
+from core.errors import ErrorCode, FieldError, UserError, errors_from_marshmallow
+from core.models import Customer, CustomerStatus, Interaction
+from core.schemas import InteractionSchema
+from core.services import load, transaction
+
+_COLUMNS = ("customer_id", "kind", "channel", "occurred_at", "amount", "currency", "payload",
+            "source", "external_id", "refers_to_id", "agent_id")
+
+
+def interaction_schema(now: dt.datetime | None = None) -> InteractionSchema:
+    state = rapport()
+    return InteractionSchema(kinds=set(state.interaction_kinds),
+                             monetary_kinds=state.monetary_kinds, now=now)
+
+
+def record_interaction(raw: Mapping[str, Any]) -> Interaction:
+    """Record one interaction. Re-sending a known ``source`` + ``external_id`` returns the
+    interaction already stored (idempotent) and fires nothing."""
+    data = load(interaction_schema(), raw)
+    with transaction():
+        if data.get("external_id"):
+            existing = db.session.scalar(select(Interaction).where(
+                Interaction.source == data["source"],
+                Interaction.external_id == data["external_id"]))
+            if existing is not None:
+                return existing
+        problems = _reference_errors([data])
+        if problems:
+            raise UserError(problems[0][1])
+        interaction = Interaction(**{k: data.get(k) for k in _COLUMNS})
+        interaction.payload = interaction.payload or {}
+        db.session.add(interaction)
+        db.session.flush()
+        rapport().hook.rapport_interaction_recorded(interaction=interaction)
+    return interaction
+
+
+def _reference_errors(rows: Sequence[Mapping[str, Any]]) -> list[tuple[int, list[FieldError]]]:
+    """Check customers and referred interactions exist, in two queries for the batch."""
+    customer_ids = {r["customer_id"] for r in rows}
+    customers = dict(db.session.execute(select(Customer.id, Customer.status).where(
+        Customer.id.in_(customer_ids))).all()) if customer_ids else {}
+    refer_ids = {r["refers_to_id"] for r in rows if r.get("refers_to_id") is not None}
+    referred = dict(db.session.execute(select(Interaction.id, Interaction.customer_id).where(
+        Interaction.id.in_(refer_ids))).all()) if refer_ids else {}
+    problems: list[tuple[int, list[FieldError]]] = []
+    for index, row in enumerate(rows):
+        errors: list[FieldError] = []
+        status = customers.get(row["customer_id"])
+        if status is None:
+            errors.append(FieldError(f"No customer with id {row['customer_id']}.",
+                                     ErrorCode.NOT_FOUND, "customerId"))
+        elif status == CustomerStatus.ERASED:
+            errors.append(FieldError("The customer is erased; nothing can be recorded for it.",
+                                     ErrorCode.NOT_ALLOWED, "customerId"))
+        ref = row.get("refers_to_id")
+        if ref is not None:
+            if ref not in referred:
+                errors.append(FieldError(f"No interaction with id {ref} to refer to.",
+                                         ErrorCode.NOT_FOUND, "refersTo"))
+            elif referred[ref] != row["customer_id"]:
+                errors.append(FieldError("The referred interaction belongs to another customer.",
+                                         ErrorCode.INVALID, "refersTo"))
+        if errors:
+            problems.append((index, errors))
+    return problems
+
+
+@dataclass
+class BatchResult:
+    """What happened to each item of a batch, by its index in the input."""
+
+    recorded_ids: dict[int, int] = field(default_factory=dict)   # index -> new id
+    existing_ids: dict[int, int] = field(default_factory=dict)   # index -> id already stored
+    errors: list[FieldError] = field(default_factory=list)       # field paths start "<index>."
+    rejected: dict[int, list[FieldError]] = field(default_factory=dict)
+
+    @property
+    def recorded(self) -> int:
+        return len(self.recorded_ids)
+
+
+class BatchRejected(UserError):
+    """A batch had invalid items and partial acceptance was not asked: nothing written."""
+
+    def __init__(self, result: BatchResult):
+        self.result = result
+        super().__init__(result.errors)
+
+
+def record_interactions(raws: Sequence[Mapping[str, Any]], *, partial: bool = False,
+                        now: dt.datetime | None = None) -> BatchResult:
+    """Record a batch in one transaction, with set-based checks and one multi-row INSERT.
+
+    Items whose ``source`` + ``external_id`` already exist are skipped (re-imports). With
+    ``partial=False`` any invalid item rejects the whole batch (``UserError``, nothing
+    written; ``BatchRejected``); with ``partial=True`` the valid items are recorded and the others reported.
+    Fires ``rapport_interactions_recorded`` once with the new ids.
+    """
+    schema = interaction_schema(now)
+    result = BatchResult()
+    valid: list[tuple[int, dict[str, Any]]] = []
+    for index, raw in enumerate(raws):
+        try:
+            valid.append((index, dict(schema.load(raw))))
+        except ValidationError as exc:
+            result.rejected[index] = errors_from_marshmallow(exc)
+
+    with transaction():
+        keyed = [(i, r) for i, r in valid if r.get("external_id")]
+        if keyed:
+            keys = {(r["source"], r["external_id"]) for _, r in keyed}
+            stored = dict(((s, e), i) for s, e, i in db.session.execute(
+                select(Interaction.source, Interaction.external_id, Interaction.id).where(
+                    tuple_(Interaction.source, Interaction.external_id).in_(list(keys)))))
+            seen: dict[tuple[str, str], int] = {}
+            fresh: list[tuple[int, dict[str, Any]]] = []
+            for index, row in valid:
+                key = (row.get("source"), row.get("external_id"))
+                if row.get("external_id") and key in stored:
+                    result.existing_ids[index] = stored[key]  # type: ignore[index]
+                elif row.get("external_id") and key in seen:
+                    result.rejected[index] = [FieldError(
+                        f"Same source and external id as item {seen[key]} of this batch.",
+                        ErrorCode.UNIQUE, "externalId")]  # type: ignore[index]
+                else:
+                    if row.get("external_id"):
+                        seen[key] = index  # type: ignore[index]
+                    fresh.append((index, row))
+            valid = fresh
+
+        for position, errors in _reference_errors([r for _, r in valid]):
+            result.rejected[valid[position][0]] = errors
+        valid = [(i, r) for i, r in valid if i not in result.rejected]
+
+        result.errors = [e.prefixed(str(index)) for index in sorted(result.rejected)
+                         for e in result.rejected[index]]
+        if result.rejected and not partial:
+            raise BatchRejected(result)
+        if valid:
+            rows = [{k: r.get(k) for k in _COLUMNS} | {"payload": r.get("payload") or {}}
+                    for _, r in valid]
+            ids = db.session.scalars(
+                insert(Interaction).returning(Interaction.id, sort_by_parameter_order=True),
+                rows).all()
+            result.recorded_ids = {index: new_id for (index, _), new_id in zip(valid, ids)}
+            rapport().hook.rapport_interactions_recorded(interaction_ids=list(ids))
+    return result

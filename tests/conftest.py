@@ -1,0 +1,152 @@
+"""Fixtures: every test runs on SQLite and on PostgreSQL, with an explicit plugin set.
+
+PostgreSQL comes from RAPPORT_TEST_DATABASE_URL; without it the PostgreSQL variants skip,
+unless RAPPORT_REQUIRE_POSTGRES=1 (CI), where a missing or unreachable server fails.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from typing import Any
+
+import pytest
+from flask import Flask
+from sqlalchemy import create_engine, event, text
+
+from core import create_app
+from core.db import db, tables_for_plugins
+
+PG_URL = os.environ.get("RAPPORT_TEST_DATABASE_URL", "")
+REQUIRE_PG = os.environ.get("RAPPORT_REQUIRE_POSTGRES") == "1"
+
+
+def _postgres_reachable() -> str | None:
+    if not PG_URL:
+        return "RAPPORT_TEST_DATABASE_URL is not set"
+    try:
+        engine = create_engine(PG_URL.replace("postgresql://", "postgresql+psycopg://", 1))
+        with engine.connect() as conn:
+            conn.execute(text("SELECT 1"))
+        engine.dispose()
+    except Exception as exc:  # noqa: BLE001 - any failure means "not reachable"
+        return f"PostgreSQL at RAPPORT_TEST_DATABASE_URL is unreachable: {exc}"
+    return None
+
+
+_PG_PROBLEM: str | None = None
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    global _PG_PROBLEM
+    _PG_PROBLEM = _postgres_reachable()
+    if _PG_PROBLEM and REQUIRE_PG:
+        raise pytest.UsageError(f"RAPPORT_REQUIRE_POSTGRES=1 but {_PG_PROBLEM}")
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def database_url(request: pytest.FixtureRequest, tmp_path: Any) -> str:
+    if request.param == "sqlite":
+        return f"sqlite:///{tmp_path / 'test.db'}"
+    if _PG_PROBLEM:
+        pytest.skip(f"PostgreSQL tests skipped: {_PG_PROBLEM}")
+    if request.node.get_closest_marker("sqlite_only"):
+        pytest.skip("SQLite only")
+    return PG_URL
+
+
+@pytest.fixture
+def dialect(database_url: str) -> str:
+    return "sqlite" if database_url.startswith("sqlite") else "postgresql"
+
+
+AppFactory = Callable[..., Flask]
+
+
+@pytest.fixture
+def make_app(database_url: str) -> Iterator[AppFactory]:
+    """Build an app on this test's database with an explicit plugin set (default: API only)."""
+    made: list[tuple[Flask, list[Any]]] = []
+
+    def factory(enabled: list[str] | None = None, plugins: tuple[object, ...] = (),
+                **config: Any) -> Flask:
+        settings = {"RAPPORT_ENV": "test", "RAPPORT_DATABASE_URL": database_url,
+                    "RAPPORT_PLUGINS": enabled or [], **config}
+        app = create_app(settings, plugins=plugins)
+        with app.app_context():
+            tables = tables_for_plugins(app.extensions["rapport"].enabled_plugins)
+            db.metadata.create_all(db.engine, tables=tables)
+        made.append((app, tables))
+        return app
+
+    yield factory
+    for app, tables in made:
+        with app.app_context():
+            db.session.remove()
+            if db.engine.dialect.name == "postgresql":
+                names = ", ".join(f'"{t.name}"' for t in tables)
+                with db.engine.begin() as conn:
+                    conn.execute(text(f"TRUNCATE {names} RESTART IDENTITY CASCADE"))
+            db.engine.dispose()
+
+
+@pytest.fixture
+def app(make_app: AppFactory) -> Iterator[Flask]:
+    application = make_app()
+    with application.app_context():
+        yield application
+
+
+class GraphQL:
+    """Posts GraphQL documents through the test client with an API key."""
+
+    def __init__(self, app: Flask, token: str | None):
+        self.client = app.test_client()
+        self.token = token
+
+    def raw(self, query: str, variables: dict[str, Any] | None = None, *,
+            token: str | None = "default", headers: dict[str, str] | None = None) -> Any:
+        token = self.token if token == "default" else token
+        all_headers = {"Authorization": f"Bearer {token}"} if token else {}
+        all_headers.update(headers or {})
+        return self.client.post("/graphql", json={"query": query, "variables": variables},
+                                headers=all_headers)
+
+    def __call__(self, query: str, variables: dict[str, Any] | None = None, **kwargs: Any
+                 ) -> dict[str, Any]:
+        response = self.raw(query, variables, **kwargs)
+        body = response.get_json()
+        assert response.status_code == 200, body
+        assert "errors" not in body, body["errors"]
+        return body["data"]  # type: ignore[no-any-return]
+
+
+def admin_token(app: Flask, scopes: tuple[str, ...] = ("admin",)) -> str:
+    from core.auth import create_api_key
+
+    with app.app_context():
+        _, secret = create_api_key("tests", scopes)
+    return secret
+
+
+@pytest.fixture
+def gql(app: Flask) -> GraphQL:
+    return GraphQL(app, admin_token(app))
+
+
+@contextmanager
+def count_statements(app: Flask) -> Iterator[list[str]]:
+    """Collect the SQL statements the block runs (for N+1 tests)."""
+    statements: list[str] = []
+
+    def record(conn: Any, cursor: Any, statement: str, *args: Any) -> None:
+        statements.append(statement)
+
+    with app.app_context():
+        engine = db.engine
+    event.listen(engine, "before_cursor_execute", record)
+    try:
+        yield statements
+    finally:
+        event.remove(engine, "before_cursor_execute", record)
