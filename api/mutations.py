@@ -309,42 +309,39 @@ class RecordInteractions(RapportMutation):
     scope = "interactions:write"
     error_type = InteractionError
 
+    @staticmethod
+    def resolve_interactions(root: RecordInteractions, info: Any) -> list[Any]:
+        return root.interactions or []  # type: ignore[return-value]
+
+    @staticmethod
+    def resolve_recorded_count(root: RecordInteractions, info: Any) -> int:
+        return root.recorded_count or 0  # type: ignore[return-value]
+
     @classmethod
     def perform(cls, info: Any, input: dict[str, Any]) -> RecordInteractions:
         items = input.get("interactions", [])
         if len(items) > MAX_BATCH:
             raise UserError.single(f"At most {MAX_BATCH} interactions per call; split the batch.",
                                    ErrorCode.TOO_MANY, "interactions")
-        partial = bool(input.get("partial"))
         rows: list[dict[str, Any]] = []
-        positions: list[int] = []  # index in ``items`` of each row given to the service
         rejected: dict[int, list[FieldError]] = {}
         for index, item in enumerate(items):
             try:
                 rows.append(interaction_data(item))
-                positions.append(index)
             except UserError as exc:
+                rows.append({})
                 rejected[index] = exc.errors
-
-        def errors_by_item(extra: dict[int, list[FieldError]]) -> list[FieldError]:
-            merged = {**rejected, **{positions[pos]: errs for pos, errs in extra.items()}}
-            return [e.prefixed(f"interactions.{index}") for index in sorted(merged)
-                    for e in merged[index]]
-
-        if rejected and not partial:
-            raise UserError(errors_by_item({}))
         try:
-            result = interactions.record_interactions(rows, partial=partial)
+            result = interactions.record_interactions(
+                rows, partial=bool(input.get("partial")), rejected=rejected)
         except interactions.BatchRejected as exc:
-            raise UserError(errors_by_item(exc.result.rejected)) from None
-        stored = {positions[pos]: new_id for pos, new_id in
-                  {**result.recorded_ids, **result.existing_ids}.items()}
+            raise UserError([e.prefixed("interactions") for e in exc.errors]) from None
+        stored = {**result.recorded_ids, **result.existing_ids}
         loader = ctx(info).loader(InteractionByIdLoader)
         return cls(interactions=[loader.load(stored[i]) if i in stored else None
                                  for i in range(len(items))],
                    recorded_count=result.recorded,
-                   errors=[cls.error(e.prefixed("input"))
-                           for e in errors_by_item(result.rejected)])
+                   errors=[cls.error(e.prefixed("input.interactions")) for e in result.errors])
 
 
 # --- Staff and alerts -----------------------------------------------------------------------

@@ -9,6 +9,7 @@ import graphene
 from graphene import relay
 from sqlalchemy import ColumnElement, func, select
 
+from api.loaders import CustomerByIdLoader
 from api.mutations import plain
 from api.pagination import Page, after_condition, bad_input, decode_cursor, make_page, page_size
 from api.types import (
@@ -136,6 +137,9 @@ def resolve_customers(root: Any, info: Any, first: int | None = None, after: str
 
     page = make_page(rows, size, after, lambda row: [row.sort_value, row[0].id], total)
     page.nodes = [row[0] for row in page.nodes]
+    loader = ctx(info).loader(CustomerByIdLoader)
+    for customer in page.nodes:  # nested ``customer`` fields reuse the page's rows
+        loader.prime(customer.id, customer)
     return page
 
 

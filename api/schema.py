@@ -14,7 +14,8 @@ from graphql import GraphQLSchema, print_schema
 
 from api.mutations import CORE_MUTATIONS, RapportMutation
 from api.queries import core_query_fields
-from api.types import AlertType, CustomerBase, Interaction, _customer_type, node_scope
+from api.types import AlertType, CustomerBase, Interaction, _customer_type, node_type
+from core.models import Customer
 from core.plugins import call_each
 
 
@@ -82,7 +83,7 @@ def build_schema(pm: pluggy.PluginManager) -> RapportSchema:
     for name, field in customer_fields.items():
         scopes[("Customer", name)] = _scope_of("Customer field", name, field)
 
-    customer = node_scope("customers:read")(type("Customer", (CustomerBase,), {
+    customer = node_type("customers:read", Customer)(type("Customer", (CustomerBase,), {
         "Meta": type("Meta", (), {"interfaces": (relay.Node,),
                                   "description": "A customer and everything plugins add."}),
         **customer_fields,

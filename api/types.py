@@ -119,11 +119,17 @@ def ctx(info: Any) -> RequestContext:
     return info.context  # type: ignore[no-any-return]
 
 
-def node_scope(scope: str) -> Callable[[type], type]:
-    """Class decorator: the scope ``node(id:)`` needs to return objects of this type."""
+def node_type(scope: str, model: type) -> Callable[[type], type]:
+    """Class decorator for a ``Node`` type served from rows of ``model``.
+
+    Records the scope ``node(id:)`` needs to return it, and tells GraphQL which type an
+    ORM row is when it comes back through the ``Node`` interface.
+    """
 
     def mark(cls: type) -> type:
         cls.rapport_scope = scope  # type: ignore[attr-defined]
+        cls.is_type_of = classmethod(  # type: ignore[attr-defined]
+            lambda klass, root, info: isinstance(root, (model, klass)))
         return cls
 
     return mark
@@ -144,7 +150,7 @@ LifecycleStage = graphene.Enum.from_enum(models.LifecycleStage)
 AlertStatus = graphene.Enum.from_enum(models.AlertStatus)
 
 
-@node_scope("agents:read")
+@node_type("agents:read", models.Agent)
 class Agent(graphene.ObjectType):
     """A staff member: actor, assignee, customer owner."""
 
@@ -166,7 +172,7 @@ class ExternalId(graphene.ObjectType):
     external_id = graphene.String(required=True)
 
 
-@node_scope("interactions:read")
+@node_type("interactions:read", models.Interaction)
 class Interaction(graphene.ObjectType):
     """One event of a customer's history."""
 
@@ -314,7 +320,7 @@ class AlertType(graphene.ObjectType):
         return ctx(info).loader(AgentByIdLoader).load(root.acknowledged_by_id)
 
 
-node_scope("alerts:read")(AlertType)
+node_type("alerts:read", models.Alert)(AlertType)
 
 
 class PluginInfo(graphene.ObjectType):

@@ -99,9 +99,17 @@ class GraphQLService:
 
 
 def format_error(error: GraphQLError) -> dict[str, Any]:
+    """Shape an error for the client; anything unexpected is logged and told without detail.
+
+    Our own GraphQLErrors (bad input, forbidden) carry a code. An error with a path and no
+    code of ours is a server fault (a resolver raised, a non-null field came back null).
+    Errors without a path come from coercing the request's variables: the caller's input.
+    """
     original = error.original_error
-    if original is not None and not isinstance(original, GraphQLError):
-        log.error("resolver failed at %s", error.path, exc_info=original)
+    ours = isinstance(original, GraphQLError) and bool(original.extensions)
+    if not ours and not error.extensions and error.path:
+        log.error("GraphQL execution failed at %s: %s", error.path, error.message,
+                  exc_info=original)
         shaped: dict[str, Any] = {"message": "Internal server error.",
                                   "extensions": {"code": "INTERNAL_SERVER_ERROR"}}
         if error.path:

@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from typing import Any, TypeVar
 
 from flask import g, jsonify, request
-from sqlalchemy import select
+from sqlalchemy import select, update
 
 from core.app import rapport
 from core.db import db, utcnow
@@ -122,11 +122,12 @@ def authenticate(authorization: str | None, remote_addr: str | None,
         raise AuthError("UNAUTHENTICATED", "Unknown API key.")
     if key.revoked_at is not None:
         raise AuthError("UNAUTHENTICATED", "This API key was revoked.")
+    principal = Principal(key.name, frozenset(key.scopes), api_key_id=key.id, agent_id=agent_id)
     now = utcnow()
     if key.last_used_at is None or now - key.last_used_at > _LAST_USED_RESOLUTION:
-        key.last_used_at = now
+        db.session.execute(update(ApiKey).where(ApiKey.id == key.id).values(last_used_at=now))
         db.session.commit()
-    return Principal(key.name, frozenset(key.scopes), api_key_id=key.id, agent_id=agent_id)
+    return principal
 
 
 F = TypeVar("F", bound=Callable[..., Any])

@@ -179,20 +179,23 @@ class InteractionSchema(Schema):
         self.monetary_kinds = monetary_kinds
         self.now = now
 
-    @validates_schema
-    def _rules(self, data: dict[str, Any], **kwargs: Any) -> None:
+    @validates_schema(skip_on_field_errors=False, pass_original=True)
+    def _rules(self, data: dict[str, Any], original: Any, **kwargs: Any) -> None:
+        """Cross-field rules; they run even when a field failed, so all problems show at once
+        (a field that failed is absent from ``data``: judge presence on ``original``)."""
         errors: dict[str, list[str]] = {}
+        sent = original if isinstance(original, dict) else {}
         kind = data.get("kind")
         if kind is not None and (not _KIND.match(kind) or kind not in self.kinds):
             errors.setdefault("kind", []).append(
                 f"Unknown interaction kind {kind!r}; known kinds: {', '.join(sorted(self.kinds))}.")
         amount: Decimal | None = data.get("amount")
         currency: str | None = data.get("currency")
-        if amount is not None and currency is None:
+        if amount is not None and sent.get("currency") is None:
             errors.setdefault("currency", []).append("An amount needs its currency.")
-        if currency is not None and amount is None:
+        if currency is not None and sent.get("amount") is None:
             errors.setdefault("amount", []).append("A currency was given without an amount.")
-        if kind in self.monetary_kinds and amount is None:
+        if kind in self.monetary_kinds and sent.get("amount") is None:
             errors.setdefault("amount", []).append(f"A {kind} needs an amount.")
         if amount is not None:
             if amount < 0:

@@ -11,17 +11,20 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import delete, func, select, update
+from sqlalchemy import delete, func, literal_column, select, update
 
 from core.app import rapport
 from core.db import db, utcnow
-from core.errors import ErrorCode, UserError
+from core.errors import ErrorCode, FieldError, UserError, errors_from_marshmallow
 from core.models import (
     Agent, Customer, CustomerExternalId, CustomerStatus, CustomerTag, Interaction,
+    LifecycleStage,
 )
+from core.money import quantize
 from core.plugins import call_each
 from core.schemas import CustomerSchema
 from core.services import load, not_found, transaction
+from core.services.interactions import BatchResult
 
 _PROFILE_FIELDS = (
     "name", "email", "phone", "birth_date", "gender", "education", "occupation", "income_band",
@@ -169,6 +172,119 @@ def set_customer_status(customer_id: int, status: CustomerStatus) -> Customer:
     return customer
 
 
+# --- bulk import -------------------------------------------------------------------------
+
+
+def import_customers(raws: Sequence[Mapping[str, Any]]) -> BatchResult:
+    """Create a batch of customers in one transaction with set-based SQL (the importer).
+
+    Each item is validated with ``CustomerSchema``, the API's rules, and must carry an
+    ``external_id`` (``source`` defaults to ``default``): it is how a re-run recognises
+    the customers it already created. Known source + external id pairs are skipped and
+    reported in ``existing_ids``; invalid items are reported in ``rejected`` and do not
+    stop the valid ones. Fires ``rapport_customers_imported`` once with the new ids.
+    """
+    result = BatchResult()
+    valid = _validated_for_import(raws, result)
+    with transaction():
+        valid = _without_known_customers(valid, result)
+        valid = _with_existing_owners(valid, result)
+        if valid:
+            ids = _insert_customers([data for _, data in valid])
+            result.recorded_ids = {index: new_id for (index, _), new_id in zip(valid, ids)}
+            rapport().hook.rapport_customers_imported(customer_ids=ids)
+    result.errors = [e.prefixed(str(index)) for index in sorted(result.rejected)
+                     for e in result.rejected[index]]
+    return result
+
+
+def _validated_for_import(raws: Sequence[Mapping[str, Any]], result: BatchResult
+                          ) -> list[tuple[int, dict[str, Any]]]:
+    schema = CustomerSchema()
+    valid: list[tuple[int, dict[str, Any]]] = []
+    for index, raw in enumerate(raws):
+        try:
+            data = dict(schema.load(raw))
+        except ValidationError as exc:
+            result.rejected[index] = errors_from_marshmallow(exc)
+            continue
+        if not data.get("external_id"):
+            result.rejected[index] = [FieldError(
+                "An imported customer needs an external id: a re-run recognises it by it.",
+                ErrorCode.REQUIRED, "externalId")]
+            continue
+        data["source"] = data.get("source") or "default"
+        valid.append((index, data))
+    return valid
+
+
+def _without_known_customers(valid: list[tuple[int, dict[str, Any]]], result: BatchResult
+                             ) -> list[tuple[int, dict[str, Any]]]:
+    """Drop items whose source + external id is stored (skipped) or repeated in the batch."""
+    keys = {(data["source"], data["external_id"]) for _, data in valid}
+    stored = {(source, external_id): customer_id for source, external_id, customer_id in
+              db.session.execute(select(CustomerExternalId.source,
+                                        CustomerExternalId.external_id,
+                                        CustomerExternalId.customer_id).where(
+                  tuple_(CustomerExternalId.source, CustomerExternalId.external_id)
+                  .in_(list(keys))))} if keys else {}
+    first_seen: dict[tuple[str, str], int] = {}
+    fresh: list[tuple[int, dict[str, Any]]] = []
+    for index, data in valid:
+        key = (data["source"], data["external_id"])
+        if key in stored:
+            result.existing_ids[index] = stored[key]
+        elif key in first_seen:
+            result.rejected[index] = [FieldError(
+                f"Same source and external id as item {first_seen[key]} of this batch.",
+                ErrorCode.UNIQUE, "externalId")]
+        else:
+            first_seen[key] = index
+            fresh.append((index, data))
+    return fresh
+
+
+def _with_existing_owners(valid: list[tuple[int, dict[str, Any]]], result: BatchResult
+                          ) -> list[tuple[int, dict[str, Any]]]:
+    owner_ids = {data["owner_id"] for _, data in valid if data.get("owner_id") is not None}
+    known = set(db.session.scalars(select(Agent.id).where(Agent.id.in_(owner_ids)))
+                ) if owner_ids else set()
+    kept: list[tuple[int, dict[str, Any]]] = []
+    for index, data in valid:
+        owner = data.get("owner_id")
+        if owner is not None and owner not in known:
+            result.rejected[index] = [FieldError(f"No agent with id {owner}.",
+                                                 ErrorCode.NOT_FOUND, "ownerId")]
+        else:
+            kept.append((index, data))
+    return kept
+
+
+def _insert_customers(items: Sequence[Mapping[str, Any]]) -> list[int]:
+    """Multi-row INSERTs of customers, their external ids and tags; returns the new ids."""
+    now = utcnow()
+    # A multi-row INSERT needs the same keys in every row: absent fields become NULL.
+    rows = [{key: data.get(key) for key in _PROFILE_FIELDS} | {
+        "lifecycle_stage": data.get("lifecycle_stage") or LifecycleStage.CUSTOMER,
+        "status": CustomerStatus.ACTIVE,
+        "attributes": data.get("attributes") or {},
+        "email_normalized": normalise_email(data.get("email")),
+        "phone_normalized": normalise_phone(data.get("phone")),
+        "name_normalized": normalise_name(data.get("name")),
+        "created_at": now, "updated_at": now,
+    } for data in items]
+    ids = list(db.session.scalars(
+        insert(Customer).returning(Customer.id, sort_by_parameter_order=True), rows))
+    db.session.execute(insert(CustomerExternalId), [
+        {"customer_id": cid, "source": data["source"], "external_id": data["external_id"]}
+        for cid, data in zip(ids, items)])
+    tags = [{"customer_id": cid, "tag": tag}
+            for cid, data in zip(ids, items) for tag in data.get("tags") or ()]
+    if tags:
+        db.session.execute(insert(CustomerTag), tags)
+    return ids
+
+
 # --- duplicates and merge ----------------------------------------------------------------
 
 
@@ -201,17 +317,18 @@ def find_duplicates(limit: int = 50, name_similarity: float = 0.88) -> list[Dupl
             groups.extend(DuplicateGroup(ids, reason, 1.0) for ids in members.values())
 
     already = {frozenset(g.customer_ids) for g in groups}
-    blocks = (select(Customer.city, func.substr(Customer.name_normalized, 1, 1))
+    # Constants inlined so PostgreSQL sees the same expression in SELECT and GROUP BY.
+    first_letter = func.substr(Customer.name_normalized, literal_column("1"), literal_column("1"))
+    blocks = (select(Customer.city, first_letter)
               .where(live, Customer.city.is_not(None), Customer.name_normalized.is_not(None))
-              .group_by(Customer.city, func.substr(Customer.name_normalized, 1, 1))
+              .group_by(Customer.city, first_letter)
               .having(func.count() > 1).limit(limit * 4))
     block_keys = db.session.execute(blocks).all()
     for city, initial in block_keys:
         if len(groups) >= limit:
             break
         rows = db.session.execute(select(Customer.id, Customer.name_normalized).where(
-            live, Customer.city == city,
-            func.substr(Customer.name_normalized, 1, 1) == initial).order_by(Customer.id)
+            live, Customer.city == city, first_letter == initial).order_by(Customer.id)
             .limit(500)).all()
         for i, (id_a, name_a) in enumerate(rows):
             for id_b, name_b in rows[i + 1:]:
@@ -327,7 +444,7 @@ def export_customer(customer_id: int) -> dict[str, Any]:
         },
         "interactions": [{
             "id": i.id, "kind": i.kind, "channel": i.channel, "occurred_at": iso(i.occurred_at),
-            "amount": None if i.amount is None else str(i.amount), "currency": i.currency,
+            "amount": None if i.amount is None else str(quantize(i.amount, i.currency or "")), "currency": i.currency,
             "payload": i.payload, "source": i.source, "external_id": i.external_id,
             "refers_to_id": i.refers_to_id,
         } for i in interactions],
@@ -341,5 +458,5 @@ def export_customer(customer_id: int) -> dict[str, Any]:
 __all__ = [
     "DuplicateGroup", "ErasureResult", "create_customer", "erase_customer",
     "export_customer", "find_by_external_id", "find_duplicates", "get_customer",
-    "merge_customers", "set_customer_status", "update_customer",
+    "import_customers", "merge_customers", "set_customer_status", "update_customer",
 ]

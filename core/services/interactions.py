@@ -103,18 +103,23 @@ class BatchRejected(UserError):
 
 
 def record_interactions(raws: Sequence[Mapping[str, Any]], *, partial: bool = False,
-                        now: dt.datetime | None = None) -> BatchResult:
+                        now: dt.datetime | None = None,
+                        rejected: Mapping[int, list[FieldError]] | None = None) -> BatchResult:
     """Record a batch in one transaction, with set-based checks and one multi-row INSERT.
 
     Items whose ``source`` + ``external_id`` already exist are skipped (re-imports). With
     ``partial=False`` any invalid item rejects the whole batch (``UserError``, nothing
     written; ``BatchRejected``); with ``partial=True`` the valid items are recorded and the others reported.
-    Fires ``rapport_interactions_recorded`` once with the new ids.
+    Fires ``rapport_interactions_recorded`` once with the new ids. ``rejected`` are items
+    the caller already found invalid (by index; their rows are not read), so every error of
+    the batch is reported together.
     """
     schema = interaction_schema(now)
-    result = BatchResult()
+    result = BatchResult(rejected=dict(rejected or {}))
     valid: list[tuple[int, dict[str, Any]]] = []
     for index, raw in enumerate(raws):
+        if index in result.rejected:
+            continue
         try:
             valid.append((index, dict(schema.load(raw))))
         except ValidationError as exc:
