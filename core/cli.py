@@ -9,6 +9,7 @@ from typing import Any
 import click
 from flask import Flask, current_app
 from flask.cli import FlaskGroup
+from werkzeug.serving import run_simple
 from sqlalchemy import select
 
 from core.app import create_app, rapport
@@ -48,7 +49,8 @@ def serve(host: str, port: int) -> None:
             "DEVELOPMENT mode: requests from this machine (loopback) act as a local admin "
             "without an API key; GraphiQL at http://%s:%s/graphql. Never expose this server.",
             host, port)
-    app.run(host=host, port=port, debug=False, use_reloader=False)
+    # Flask refuses app.run() under its CLI; serve the same way it would.
+    run_simple(host, port, app, use_reloader=False, threaded=True)
 
 
 @cli.group("db")
