@@ -94,6 +94,21 @@ class BatchResult:
         return len(self.recorded_ids)
 
 
+def _insert_returning_ids(rows: list[dict[str, Any]]) -> list[int]:
+    """Multi-row INSERT; the new ids in the order of ``rows``.
+
+    PostgreSQL guarantees the order through SQLAlchemy's sorted insertmanyvalues. SQLite
+    would fall back to one INSERT per row for that; there a single writer holds the lock
+    and rowids are assigned in VALUES order, so ascending ids are the parameter order.
+    """
+    if db.session.get_bind().dialect.name == "sqlite":
+        return sorted(db.session.scalars(insert(Interaction).returning(Interaction.id),
+                                         rows).all())
+    return list(db.session.scalars(
+        insert(Interaction).returning(Interaction.id, sort_by_parameter_order=True),
+        rows).all())
+
+
 class BatchRejected(UserError):
     """A batch had invalid items and partial acceptance was not asked: nothing written."""
 
@@ -159,9 +174,7 @@ def record_interactions(raws: Sequence[Mapping[str, Any]], *, partial: bool = Fa
         if valid:
             rows = [{k: r.get(k) for k in _COLUMNS} | {"payload": r.get("payload") or {}}
                     for _, r in valid]
-            ids = db.session.scalars(
-                insert(Interaction).returning(Interaction.id, sort_by_parameter_order=True),
-                rows).all()
+            ids = _insert_returning_ids(rows)
             result.recorded_ids = {index: new_id for (index, _), new_id in zip(valid, ids)}
             rapport().hook.rapport_interactions_recorded(interaction_ids=list(ids))
     return result
