@@ -13,7 +13,7 @@ from api.loaders import CustomerByIdLoader
 from api.mutations import plain
 from api.pagination import Page, after_condition, bad_input, decode_cursor, make_page, page_size
 from api.types import (
-    AUTHENTICATED, Agent as AgentType, AlertStatus, AlertType, CustomerAttributeDefinition, CustomerType,
+    AUTHENTICATED, Agent as AgentType, AlertStatus, CustomerStatus, LifecycleStage, AlertType, CustomerAttributeDefinition, CustomerType,
     DuplicateGroup, InteractionKind, PluginInfo, connection, ctx, decode_global_id, forbidden,
     scoped,
 )
@@ -44,8 +44,8 @@ class CustomerFilterInput(graphene.InputObjectType):
     education = graphene.List(graphene.NonNull(graphene.String))
     occupation = graphene.List(graphene.NonNull(graphene.String))
     income_band = graphene.List(graphene.NonNull(graphene.String))
-    status = graphene.List(graphene.NonNull(graphene.String))
-    lifecycle_stage = graphene.List(graphene.NonNull(graphene.String))
+    status = graphene.List(graphene.NonNull(CustomerStatus))
+    lifecycle_stage = graphene.List(graphene.NonNull(LifecycleStage))
     tags_any = graphene.List(graphene.NonNull(graphene.String))
     tags_all = graphene.List(graphene.NonNull(graphene.String))
     attributes = graphene.List(graphene.NonNull(AttributeCondition))
@@ -155,7 +155,10 @@ def _list_page(model: Any, conditions: list[Any], first: int | None, after: str 
 
 
 def resolve_node(root: Any, info: Any, id: str) -> Any:
-    type_name, raw = relay.Node.resolve_global_id(info, id)
+    try:
+        type_name, raw = relay.Node.resolve_global_id(info, id)
+    except Exception:  # graphene raises a bare Exception for ids that are not base64 "T:id"
+        raise bad_input(f"Not a node id: {id!r}.") from None
     graphene_type = info.schema.get_type(type_name or "")
     cls = getattr(graphene_type, "graphene_type", None)
     if cls is None or not hasattr(cls, "get_node") or not str(raw).isdigit():
