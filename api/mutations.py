@@ -36,10 +36,10 @@ class RapportMutation(graphene.Mutation):
     """One mutation, one class: an ``input``, a ``scope``, a domain error type.
 
     Subclasses declare ``class Arguments: input = XInput(required=True)``, their payload
-    fields plus ``errors = graphene.List(graphene.NonNull(XError), required=True)``, the
-    ``scope`` and ``error_type`` class attributes, and implement ``perform``. A
-    ``UserError`` raised by the service becomes the payload's ``errors`` (paths prefixed
-    with ``input``); nothing was written.
+    fields, the ``scope`` and ``error_type`` class attributes, and implement ``perform``.
+    The payload's ``errors: [XError!]!`` field is added from ``error_type``. A
+    ``UserError`` raised by the service becomes those ``errors`` (paths prefixed with
+    ``input``); nothing was written.
     """
 
     class Meta:
@@ -47,6 +47,13 @@ class RapportMutation(graphene.Mutation):
 
     scope: ClassVar[str]
     error_type: ClassVar[type[graphene.ObjectType]]
+
+    @classmethod
+    def __init_subclass_with_meta__(cls, **options: Any) -> None:
+        error_type = cls.__dict__.get("error_type")
+        if error_type is not None and "errors" not in cls.__dict__:
+            cls.errors = graphene.List(graphene.NonNull(error_type), required=True)
+        super().__init_subclass_with_meta__(**options)
 
     @classmethod
     def perform(cls, info: Any, input: dict[str, Any]) -> RapportMutation:
@@ -117,7 +124,6 @@ class CreateCustomer(RapportMutation):
         input = CreateCustomerInput(required=True)
 
     customer = graphene.Field(CustomerType)
-    errors = graphene.List(graphene.NonNull(CustomerError), required=True)
     scope = "customers:write"
     error_type = CustomerError
 
@@ -133,7 +139,6 @@ class UpdateCustomer(RapportMutation):
         input = UpdateCustomerInput(required=True)
 
     customer = graphene.Field(CustomerType)
-    errors = graphene.List(graphene.NonNull(CustomerError), required=True)
     scope = "customers:write"
     error_type = CustomerError
 
@@ -158,7 +163,6 @@ class MergeCustomers(RapportMutation):
         input = MergeCustomersInput(required=True)
 
     customer = graphene.Field(CustomerType)
-    errors = graphene.List(graphene.NonNull(CustomerError), required=True)
     scope = "customers:write"
     error_type = CustomerError
 
@@ -190,7 +194,6 @@ class EraseCustomer(RapportMutation):
 
     customer = graphene.Field(CustomerType)
     report = GenericScalar(description="What core and each plugin did, by plugin name.")
-    errors = graphene.List(graphene.NonNull(CustomerError), required=True)
     scope = "customers:write"
     error_type = CustomerError
 
@@ -211,7 +214,6 @@ class ExportCustomer(RapportMutation):
         input = ExportCustomerInput(required=True)
 
     document = GenericScalar()
-    errors = graphene.List(graphene.NonNull(CustomerError), required=True)
     scope = "customers:write"
     error_type = CustomerError
 
@@ -233,7 +235,6 @@ class DefineCustomerAttribute(RapportMutation):
         input = DefineCustomerAttributeInput(required=True)
 
     attribute = graphene.Field(CustomerAttributeDefinition)
-    errors = graphene.List(graphene.NonNull(CustomerError), required=True)
     scope = "customers:write"
     error_type = CustomerError
 
@@ -278,7 +279,6 @@ class RecordInteraction(RapportMutation):
         input = RecordInteractionInput(required=True)
 
     interaction = graphene.Field(Interaction)
-    errors = graphene.List(graphene.NonNull(InteractionError), required=True)
     scope = "interactions:write"
     error_type = InteractionError
 
@@ -305,7 +305,6 @@ class RecordInteractions(RapportMutation):
         "One entry per input item, in order: the recorded (or already known) interaction, "
         "or null for a rejected item."))
     recorded_count = graphene.Int(required=True)
-    errors = graphene.List(graphene.NonNull(InteractionError), required=True)
     scope = "interactions:write"
     error_type = InteractionError
 
@@ -358,7 +357,6 @@ class CreateAgent(RapportMutation):
         input = CreateAgentInput(required=True)
 
     agent = graphene.Field(Agent)
-    errors = graphene.List(graphene.NonNull(AgentError), required=True)
     scope = "agents:write"
     error_type = AgentError
 
@@ -376,7 +374,6 @@ class AcknowledgeAlert(RapportMutation):
         input = AcknowledgeAlertInput(required=True)
 
     alert = graphene.Field(AlertType)
-    errors = graphene.List(graphene.NonNull(AlertError), required=True)
     scope = "alerts:write"
     error_type = AlertError
 

@@ -75,7 +75,6 @@ class RecordReferral(RapportMutation):
         input = RecordReferralInput(required=True)
 
     referral = graphene.Field(Referral)
-    errors = graphene.List(graphene.NonNull(ReferralError), required=True)
     scope = "referrals:write"
     error_type = ReferralError
 
