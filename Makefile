@@ -27,7 +27,9 @@ bench: $(STAMP)
 
 # Rewrite the committed SDL after an intended schema change (a test fails on drift).
 schema: $(STAMP)
-	RAPPORT_ENV=test RAPPORT_DATABASE_URL=sqlite:// RAPPORT_PLUGINS= $(BIN)/rapport schema > schema.graphql
+	RAPPORT_ENV=test RAPPORT_DATABASE_URL=sqlite:// \
+	RAPPORT_PLUGINS=$$($(BIN)/python -c "from core.plugins import builtin_plugin_names as b; print(','.join(b()))") \
+	$(BIN)/rapport schema > schema.graphql
 
 clean:
 	rm -rf $(VENV) instance .pytest_cache

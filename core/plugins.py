@@ -19,6 +19,7 @@ from core.config import ConfigError, Settings
 
 ENTRY_POINT_GROUP = "rapport.plugins"
 ALWAYS_ENABLED = frozenset({"api"})
+DISTRIBUTION = "rapport-crm"
 log = logging.getLogger("rapport.plugins")
 
 
@@ -109,6 +110,13 @@ def build_plugin_manager(settings: Settings, extra: Iterable[object] = ()
         if plugin is not None:
             info.hooks = sorted(c.name for c in pm.get_hookcallers(plugin) or [])
     return pm, infos
+
+
+def builtin_plugin_names() -> list[str]:
+    """Plugins shipped in the rapport-crm distribution itself (the API excluded)."""
+    return sorted(ep.name for ep in _entry_points()
+                  if ep.dist is not None and ep.dist.name == DISTRIBUTION
+                  and ep.name not in ALWAYS_ENABLED)
 
 
 def enabled_plugin_names(pm: pluggy.PluginManager) -> set[str]:
