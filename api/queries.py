@@ -7,7 +7,7 @@ from typing import Any
 
 import graphene
 from graphene import relay
-from sqlalchemy import ColumnElement, func, select
+from sqlalchemy import ColumnElement, func, literal_column, select
 
 from api.loaders import CustomerByIdLoader
 from api.mutations import plain
@@ -112,7 +112,9 @@ def _filter_spec(raw: dict[str, Any] | None) -> dict[str, Any]:
 _SORT_COLUMNS: dict[str, ColumnElement[Any]] = {
     "created_at": Customer.created_at,
     "updated_at": Customer.updated_at,
-    "name": func.coalesce(Customer.name_normalized, ""),
+    # A literal '' (not a bound parameter) so the expression matches the index
+    # ix_customers_name_sort whatever plan PostgreSQL picks for a prepared statement.
+    "name": func.coalesce(Customer.name_normalized, literal_column("''")),
 }
 
 

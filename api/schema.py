@@ -37,6 +37,17 @@ class RapportSchema:
         return print_schema(self.graphql_schema) + "\n"
 
 
+#: Core fields that lead from one domain into another need that domain's scope too.
+CROSS_DOMAIN_SCOPES = {
+    ("Customer", "interactions"): "interactions:read",
+    ("Customer", "owner"): "agents:read",
+    ("Interaction", "customer"): "customers:read",
+    ("Interaction", "agent"): "agents:read",
+    ("Alert", "customer"): "customers:read",
+    ("Alert", "acknowledgedBy"): "agents:read",
+}
+
+
 def _collect(kind: str, core: dict[str, Any], contributions: list[tuple[str, Any]],
              reserved: set[str] = frozenset()  # type: ignore[assignment]
              ) -> dict[str, Any]:
@@ -82,6 +93,7 @@ def build_schema(pm: pluggy.PluginManager) -> RapportSchema:
         scopes[("Mutation", name)] = _scope_of("Mutation", name, mutation)
     for name, field in customer_fields.items():
         scopes[("Customer", name)] = _scope_of("Customer field", name, field)
+    scopes.update(CROSS_DOMAIN_SCOPES)
 
     customer = node_type("customers:read", Customer)(type("Customer", (CustomerBase,), {
         "Meta": type("Meta", (), {"interfaces": (relay.Node,),

@@ -77,10 +77,15 @@ def db_upgrade(target: str) -> None:
                                                   "directory for a new plugin branch).")
 def db_revision(message: str, branch: str, autogenerate: bool, version_dir: str | None) -> None:
     """Write a new revision on a branch, from the difference between models and database."""
+    from alembic.util import CommandError
+
     from core.migrate import revision
 
-    revision(current_app._get_current_object(), message, branch, autogenerate,  # type: ignore
-             version_dir)
+    try:
+        revision(current_app._get_current_object(), message, branch, autogenerate,  # type: ignore
+                 version_dir)
+    except CommandError as exc:
+        raise click.ClickException(str(exc)) from None
 
 
 @cli.command("plugins")

@@ -103,6 +103,13 @@ def rapport_demo_data(rng: random.Random, customers: Sequence[Customer], as_of: 
 
     Add realistic rows of your own for ``customers`` (already flushed, with ids), using
     ``rng`` for every random choice so a seed reproduces the data. Do not commit.
+
+    ``rapport demo`` works in chunks of a few hundred customers, one transaction each: the
+    hook fires once per chunk, with that chunk's customers. Core writes its demo rows with
+    bulk inserts, so the domain-event hooks (``rapport_customer_created``,
+    ``rapport_interactions_recorded``) do not fire for them: derive what you need (points
+    earned on purchases, ...) from the customers' interactions here. ``as_of`` is the
+    aware UTC "now" of the demo: date nothing after it.
     """
 
 
@@ -112,6 +119,17 @@ def rapport_demo_data(rng: random.Random, customers: Sequence[Customer], as_of: 
 @hookspec
 def rapport_customer_created(customer: Customer) -> None:
     """A customer was created (flushed, has an id)."""
+
+
+@hookspec
+def rapport_customers_imported(customer_ids: list[int]) -> None:
+    """A batch of customers was created by the importer (``rapport import customers``).
+
+    Fired once per batch, in the batch's transaction, instead of
+    ``rapport_customer_created`` per customer: work on the batch with set-based SQL
+    (``WHERE customer_id IN (...)``). Customers the file named but that already existed
+    (same source and external id) are not in ``customer_ids``.
+    """
 
 
 @hookspec
@@ -161,4 +179,4 @@ def rapport_interactions_recorded(interaction_ids: list[int]) -> None:
 
 @hookspec
 def rapport_alert_raised(alert: Alert) -> None:
-    """An alert was stored by ``core.services.alerts.raise_alert`` (flushed, has an id)."""
+    """An alert was stored by ``core.services.staff.raise_alert`` (flushed, has an id)."""

@@ -7,6 +7,8 @@ from typing import Any
 
 from alembic import command
 from alembic.config import Config
+from alembic.script import ScriptDirectory
+from alembic.util import CommandError
 from flask import Flask
 
 from core.app import rapport
@@ -37,10 +39,21 @@ def upgrade(app: Flask, target: str = "heads") -> None:
 
 def revision(app: Flask, message: str, branch: str, autogenerate: bool,
              version_dir: str | None = None) -> None:
+    """Write a revision on ``branch``; a plugin's first one starts its branch in
+    ``version_dir`` (one of its ``rapport_migration_dirs``), depending on core's head."""
     with app.app_context(), db.engine.begin() as connection:
         config = alembic_config(app, connection)
-        command.revision(config, message=message, autogenerate=autogenerate,
-                         head=f"{branch}@head", version_path=version_dir)
+        script = ScriptDirectory.from_config(config)
+        if any(branch in rev.branch_labels for rev in script.walk_revisions()):
+            command.revision(config, message=message, autogenerate=autogenerate,
+                             head=f"{branch}@head", version_path=version_dir)
+            return
+        if not version_dir:
+            raise CommandError(f"Branch {branch!r} has no revision yet: give --version-dir, "
+                               f"the plugin's migrations directory, to start it.")
+        command.revision(config, message=message, autogenerate=autogenerate, head="base",
+                         branch_label=branch, version_path=version_dir,
+                         depends_on=script.get_revision("core@head").revision)
 
 
 def current_heads(app: Flask) -> set[str]:

@@ -11,6 +11,7 @@ from sqlalchemy.sql import Select
 from core.app import rapport
 from core.models import Customer, CustomerTag, Interaction
 from core.schemas import CustomerFilterSchema
+from core.services.customers import normalise_name
 from core.services import load
 
 _LIST_COLUMNS = {
@@ -57,9 +58,11 @@ def customer_conditions(spec: Mapping[str, Any]) -> list[ColumnElement[bool]]:
             values = [v.upper() if key == "country" else v for v in spec[key]]
             conds.append(column.in_(values))
     if spec.get("search"):
-        pattern = f"%{spec['search'].lower()}%"
-        conds.append(or_(Customer.name_normalized.like(pattern),
-                         Customer.email_normalized.like(pattern)))
+        # Compare like with like: names are stored lowercased without accents.
+        name_pattern = f"%{normalise_name(spec['search'])}%"
+        email_pattern = f"%{spec['search'].strip().lower()}%"
+        conds.append(or_(Customer.name_normalized.like(name_pattern),
+                         Customer.email_normalized.like(email_pattern)))
     if spec.get("owner_id") is not None:
         conds.append(Customer.owner_id == spec["owner_id"])
     if spec.get("tags_any"):

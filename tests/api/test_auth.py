@@ -91,3 +91,22 @@ def test_agent_header_names_the_actor(app: Flask) -> None:
     assert ok.status_code == 200
     unknown = admin.raw(CUSTOMERS, headers={"X-Rapport-Agent": "ghost@shop.io"})
     assert unknown.status_code == 401 and _code(unknown) == "UNAUTHENTICATED"
+
+
+def test_fields_that_cross_domains_need_both_scopes(app: Flask) -> None:
+    reader = GraphQL(app, admin_token(app, ("customers:read",)))
+    response = reader.raw("{ customers { edges { node { name interactions { totalCount } } } } }")
+    assert response.status_code == 403
+    assert "interactions:read" in response.get_json()["errors"][0]["message"]
+    both = GraphQL(app, admin_token(app, ("customers:read", "interactions:read")))
+    assert both("{ customers { edges { node { interactions { totalCount } } } } }")
+
+
+def test_search_ignores_case_and_accents(app: Flask, gql: GraphQL) -> None:
+    from core.services.customers import create_customer
+
+    create_customer({"name": "José Núñez", "email": "JN@Example.com"})
+    for text in ("josé", "JOSE", "nunez", "example.COM"):
+        data = gql("query($s: String) { customers(filter: {search: $s}) { totalCount } }",
+                   {"s": text})
+        assert data["customers"]["totalCount"] == 1, text

@@ -73,7 +73,8 @@ def rapport_customer_erased(customer: Customer) -> dict[str, Any]:
 @hookimpl
 def rapport_customer_export(customer: Customer) -> dict[str, Any]:
     rows = db.session.scalars(select(Referral).where(
-        (Referral.referrer_id == customer.id) | (Referral.referred_id == customer.id))).all()
+        (Referral.referrer_id == customer.id) | (Referral.referred_id == customer.id))
+        .order_by(Referral.referred_at, Referral.id)).all()
     return {"referrals": [{"referrer_id": r.referrer_id, "referred_id": r.referred_id,
                            "referred_at": r.referred_at.isoformat(), "note": r.note}
                           for r in rows]}

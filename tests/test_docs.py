@@ -1,0 +1,180 @@
+"""The documentation is part of the contract: these tests fail when it drifts from the code.
+
+- docs/plugin_hooks.md has a ``## <hook>`` heading for every hookspec of an app (core and
+  API hooks), every such heading names a real hook, and the ``def`` line under it lists
+  the hookspec's parameters in order.
+- docs/graphql.md's table of top-level error codes and HTTP statuses is what the endpoint
+  returns, and its batch error path example is the real one.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import graphene
+import pytest
+from flask import Flask
+from graphene import relay
+from werkzeug.test import TestResponse
+
+import api.hookspecs
+import core.hookspecs
+from api import scoped
+from core import hookimpl
+from core.app import rapport
+from tests.conftest import AppFactory, GraphQL, admin_token
+
+DOCS = Path(__file__).resolve().parents[1] / "docs"
+HOOKS_MD = DOCS / "plugin_hooks.md"
+GRAPHQL_MD = DOCS / "graphql.md"
+
+
+def _sections(text: str) -> dict[str, str]:
+    """Level-2 headings and the text under each, up to the next heading of level 1 or 2."""
+    sections: dict[str, str] = {}
+    current: str | None = None
+    in_code = False
+    for line in text.splitlines():
+        if line.startswith("```"):
+            in_code = not in_code
+        if not in_code and re.match(r"#{1,2} ", line):
+            current = line[3:].strip() if line.startswith("## ") else None
+            if current is not None:
+                assert current not in sections, f"heading {current!r} appears twice"
+                sections[current] = ""
+            continue
+        if current is not None:
+            sections[current] += line + "\n"
+    return sections
+
+
+@pytest.fixture(scope="module")
+def hook_sections() -> dict[str, str]:
+    return _sections(HOOKS_MD.read_text())
+
+
+@pytest.fixture
+def hookspecs(app: Flask) -> dict[str, Any]:
+    """Every hookspec of an app with no optional plugin: core's and the API's."""
+    specs = {name: caller.spec for name, caller in vars(rapport(app).pm.hook).items()
+             if getattr(caller, "spec", None) is not None}
+    assert {spec.namespace for spec in specs.values()} == {core.hookspecs, api.hookspecs}
+    return specs
+
+
+def test_every_hookspec_has_a_heading(hookspecs: dict[str, Any],
+                                      hook_sections: dict[str, str]) -> None:
+    missing = sorted(set(hookspecs) - set(hook_sections))
+    assert not missing, f"docs/plugin_hooks.md lacks a '## <hook>' section for {missing}"
+
+
+def test_every_heading_names_a_hook(hookspecs: dict[str, Any],
+                                    hook_sections: dict[str, str]) -> None:
+    unknown = sorted(set(hook_sections) - set(hookspecs))
+    assert not unknown, (f"docs/plugin_hooks.md has '## ' headings that name no hook: "
+                         f"{unknown} (use '#' for other sections, '###' for other plugins' hooks)")
+
+
+def test_every_hook_section_shows_the_signature(hookspecs: dict[str, Any],
+                                                hook_sections: dict[str, str]) -> None:
+    for name, spec in hookspecs.items():
+        section = hook_sections.get(name, "")
+        found = re.search(rf"def {name}\((.*?)\)", section, re.S)
+        assert found, f"the '## {name}' section has no 'def {name}(...)' signature"
+        params = tuple(re.findall(r"(\w+)\s*:", found.group(1)))
+        assert params == tuple(spec.argnames), (
+            f"docs give {name}{params}, the hookspec has {name}{tuple(spec.argnames)}")
+        for part in ("**When:**", "**Parameters:**", "**Return"):
+            assert part in section, f"the '## {name}' section lacks its {part} paragraph"
+
+
+# --- docs/graphql.md ----------------------------------------------------------------------
+
+
+class Crashing:
+    """A plugin whose resolver has a bug: the INTERNAL_SERVER_ERROR example."""
+
+    name = "crashing"
+
+    @hookimpl
+    def rapport_graphql_query_fields(self) -> dict[str, graphene.Field]:
+        def resolve(root: Any, info: Any) -> str:
+            raise RuntimeError("connection string with a password")
+
+        return {"crash": scoped(graphene.Field(graphene.String, resolver=resolve),
+                                "customers:read")}
+
+
+Probe = Callable[[Flask, GraphQL, GraphQL, str], TestResponse]
+
+#: (code, HTTP status) -> a request that gets that answer. Keys must match the doc's table.
+PROBES: dict[tuple[str, int], Probe] = {
+    ("UNAUTHENTICATED", 401): lambda app, admin, reader, cid: admin.raw(
+        "{ plugins { name } }", token=None),
+    ("FORBIDDEN", 403): lambda app, admin, reader, cid: reader.raw(
+        "{ customers { totalCount } }"),
+    ("FORBIDDEN", 200): lambda app, admin, reader, cid: reader.raw(
+        "query($id: ID!) { node(id: $id) { id } }", {"id": cid}),
+    ("GRAPHQL_PARSE_FAILED", 400): lambda app, admin, reader, cid: admin.raw(
+        "{ customers { "),
+    ("GRAPHQL_VALIDATION_FAILED", 400): lambda app, admin, reader, cid: admin.raw(
+        "{ customers { nope } }"),
+    ("QUERY_TOO_COMPLEX", 400): lambda app, admin, reader, cid: admin.raw(
+        "{ customers(first: 100) { edges { node { interactions(first: 100) { edges { node {"
+        " customer { interactions(first: 100) { totalCount } } } } } } } } }"),
+    ("BAD_USER_INPUT", 200): lambda app, admin, reader, cid: admin.raw(
+        '{ node(id: "not-a-global-id") { id } }'),
+    ("INTERNAL_SERVER_ERROR", 200): lambda app, admin, reader, cid: admin.raw(
+        "{ crash plugins { name } }"),
+    ("BAD_REQUEST", 400): lambda app, admin, reader, cid: app.test_client().post(
+        "/graphql", json={"query": "{ plugins { name } }", "variables": [1]},
+        headers={"Authorization": f"Bearer {admin.token}"}),
+    ("METHOD_NOT_ALLOWED", 405): lambda app, admin, reader, cid: app.test_client().get(
+        "/graphql"),
+}
+
+
+def _documented_codes() -> set[tuple[str, int]]:
+    rows = re.findall(r"^\| `([A-Z_]+)` \| (\d{3}) \|", GRAPHQL_MD.read_text(), re.M)
+    assert rows, "docs/graphql.md has no '| `CODE` | status |' table"
+    return {(code, int(status)) for code, status in rows}
+
+
+def test_graphql_error_table_is_what_the_endpoint_returns(make_app: AppFactory) -> None:
+    assert _documented_codes() == set(PROBES), "the table and PROBES list different answers"
+    app = make_app(plugins=(Crashing(),))
+    admin = GraphQL(app, admin_token(app))
+    reader = GraphQL(app, admin_token(app, ("interactions:read",)))
+    with app.app_context():
+        created = admin('mutation { createCustomer(input: {name: "Ada"}) { customer { id } } }')
+    customer_id = created["createCustomer"]["customer"]["id"]
+    for (code, status), probe in PROBES.items():
+        response = probe(app, admin, reader, customer_id)
+        body = response.get_json()
+        answered = (body["errors"][0]["extensions"]["code"], response.status_code)
+        assert answered == (code, status), (code, status, body)
+        assert "password" not in response.get_data(as_text=True)
+        assert ("data" in body) == (status == 200), body
+
+
+def test_documented_batch_error_path(gql: GraphQL) -> None:
+    assert "`input.interactions.3.amount`" in GRAPHQL_MD.read_text()
+    customer = gql('mutation { createCustomer(input: {name: "Ada"}) { customer { id } } }'
+                   )["createCustomer"]["customer"]["id"]
+    item = {"customerId": customer, "kind": "purchase", "occurredAt": "2026-01-05T10:00:00Z",
+            "amount": "10.00", "currency": "USD"}
+    result = gql("""mutation($items: [RecordInteractionInput!]!) {
+      recordInteractions(input: {interactions: $items}) {
+        recordedCount errors { field code } } }""",
+                 {"items": [item, item, item, {**item, "amount": "-1"}]})
+    assert result["recordInteractions"] == {
+        "recordedCount": 0, "errors": [{"field": "input.interactions.3.amount",
+                                        "code": "INVALID"}]}
+
+
+def test_global_ids_are_base64_of_type_and_id() -> None:
+    assert "`Q3VzdG9tZXI6MQ==` is `Customer:1`" in GRAPHQL_MD.read_text()
+    assert relay.Node.to_global_id("Customer", 1) == "Q3VzdG9tZXI6MQ=="
