@@ -11,7 +11,7 @@ from decimal import Decimal
 from typing import Any
 
 from graphql import GraphQLError
-from sqlalchemy import ColumnElement, and_, or_
+from sqlalchemy import ColumnElement, tuple_
 
 MAX_PAGE_SIZE = 100
 DEFAULT_PAGE_SIZE = 20
@@ -64,21 +64,65 @@ def decode_cursor(cursor: str, length: int) -> list[Any]:
 
 def after_condition(columns: Sequence[ColumnElement[Any]], values: Sequence[Any],
                     descending: bool) -> ColumnElement[bool]:
-    """Rows strictly after ``values`` in the order of ``columns`` (all one direction)."""
-    clauses = []
-    for i, column in enumerate(columns):
-        equal = [columns[j] == values[j] for j in range(i)]
-        step = column < values[i] if descending else column > values[i]
-        clauses.append(and_(*equal, step))
-    return or_(*clauses)
+    """Rows strictly after ``values`` in the order of ``columns`` (all one direction).
+
+    A row-value comparison, ``(c1, c2) > (v1, v2)``: PostgreSQL turns it into the start of
+    an index range on an index over ``(c1, c2)``, so page 1,000 reads what page 1 reads.
+    The equivalent ``c1 > v1 OR (c1 = v1 AND c2 > v2)`` is only a filter: the scan then
+    starts at the beginning of the index. The columns must not be NULL (sort NULLs through
+    ``coalesce``). SQLite supports row values since 3.15.
+    """
+    if len(columns) == 1:
+        return columns[0] < values[0] if descending else columns[0] > values[0]
+    row = tuple_(*columns)
+    return row < tuple(values) if descending else row > tuple(values)
+
+
+class LazyCursors(Sequence[str]):
+    """The cursors of a page's nodes, each encoded on first use.
+
+    Most queries select no cursor; encoding one costs a few microseconds (JSON + base64),
+    which adds up on nested connections (100 customers x 5 interactions).
+    """
+
+    __slots__ = ("_nodes", "_key", "_encoded")
+
+    def __init__(self, nodes: Sequence[Any], key: Callable[[Any], Sequence[Any]]):
+        self._nodes = nodes
+        self._key = key
+        self._encoded: dict[int, str] = {}
+
+    def __len__(self) -> int:
+        return len(self._nodes)
+
+    def __getitem__(self, index: Any) -> Any:
+        if isinstance(index, slice):
+            return [self[i] for i in range(*index.indices(len(self._nodes)))]
+        if index < 0:
+            index += len(self._nodes)
+        cursor = self._encoded.get(index)
+        if cursor is None:
+            cursor = self._encoded[index] = encode_cursor(self._key(self._nodes[index]))
+        return cursor
+
+    def __eq__(self, other: object) -> bool:
+        if isinstance(other, Sequence) and not isinstance(other, str):
+            return list(self) == list(other)
+        return NotImplemented
+
+    def __repr__(self) -> str:
+        return repr(list(self))
 
 
 @dataclass
 class Page:
-    """One page of a connection; ``total`` is called only if ``totalCount`` is asked."""
+    """One page of a connection; ``total`` is called only if ``totalCount`` is asked.
+
+    ``cursors`` is any sequence of strings (``make_page`` gives a ``LazyCursors``).
+    """
 
     nodes: list[Any]
-    cursors: list[str]
+    cursors: Sequence[str]
     has_next_page: bool
     has_previous_page: bool
     total: Callable[[], Any] = field(default=lambda: 0)
@@ -88,6 +132,6 @@ def make_page(rows: Sequence[Any], first: int, after: str | None,
               key: Callable[[Any], Sequence[Any]], total: Callable[[], Any]) -> Page:
     """Build a page from up to ``first + 1`` rows fetched in keyset order."""
     nodes = list(rows[:first])
-    return Page(nodes=nodes, cursors=[encode_cursor(key(n)) for n in nodes],
+    return Page(nodes=nodes, cursors=LazyCursors(nodes, key),
                 has_next_page=len(rows) > first, has_previous_page=after is not None,
                 total=total)

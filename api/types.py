@@ -87,17 +87,31 @@ AlertError = error_type("Alert")
 # --- Connections ----------------------------------------------------------------------------
 
 
+class Edge:
+    """An edge of a ``Page``: its node, and its cursor encoded only if it is selected."""
+
+    __slots__ = ("_cursors", "_index", "node")
+
+    def __init__(self, cursors: Any, index: int, node: Any):
+        self._cursors = cursors
+        self._index = index
+        self.node = node
+
+    @property
+    def cursor(self) -> str:
+        return self._cursors[self._index]  # type: ignore[no-any-return]
+
+
 def connection(node: Any, name: str) -> type[graphene.ObjectType]:
     """``<name>Connection`` with edges, pageInfo and totalCount, resolved from a ``Page``."""
     edge = type(f"{name}Edge", (graphene.ObjectType,), {
         "cursor": graphene.String(required=True),
         "node": graphene.Field(node, required=True),
-        "resolve_cursor": staticmethod(lambda root, info: root[0]),
-        "resolve_node": staticmethod(lambda root, info: root[1]),
     })
 
-    def resolve_edges(root: Page, info: Any) -> list[tuple[str, Any]]:
-        return list(zip(root.cursors, root.nodes))
+    def resolve_edges(root: Page, info: Any) -> list[Edge]:
+        cursors = root.cursors
+        return [Edge(cursors, i, n) for i, n in enumerate(root.nodes)]
 
     def resolve_page_info(root: Page, info: Any) -> relay.PageInfo:
         return relay.PageInfo(

@@ -7,7 +7,6 @@ query text and the caller's scopes.
 
 from __future__ import annotations
 
-import asyncio
 import inspect
 import logging
 from collections import OrderedDict
@@ -22,6 +21,7 @@ from graphql import (
 )
 
 from api.context import RequestContext
+from api.execution import RapportExecutionContext, is_awaitable, run as run_coroutine
 from api.rules import limits_rule, scope_rule
 from api.schema import RapportSchema
 from core.app import rapport
@@ -90,12 +90,14 @@ class GraphQLService:
 
         async def run() -> ExecutionResult:
             result = execute(self.schema.graphql_schema, document, context_value=context,
-                             variable_values=variables, operation_name=operation_name)
+                             variable_values=variables, operation_name=operation_name,
+                             execution_context_class=RapportExecutionContext,
+                             is_awaitable=is_awaitable)
             if inspect.isawaitable(result):
                 result = await result
             return result  # type: ignore[return-value]
 
-        return asyncio.run(run())
+        return run_coroutine(run())
 
 
 def format_error(error: GraphQLError) -> dict[str, Any]:
@@ -179,8 +181,3 @@ def cors(response: Response) -> Response:
             "Authorization, Content-Type, X-Rapport-Agent"
         response.headers["Access-Control-Allow-Methods"] = "POST, GET, OPTIONS"
     return response
-
-
-@blueprint.route("/graphql", methods=["OPTIONS"])
-def graphql_preflight() -> Response:
-    return Response(status=204)

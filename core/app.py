@@ -85,8 +85,8 @@ def create_app(config: Mapping[str, Any] | None = None, *, plugins: Iterable[obj
         TESTING=settings.env == "test",
         SQLALCHEMY_DATABASE_URI=_database_url(settings, app),
         SQLALCHEMY_ENGINE_OPTIONS={"pool_pre_ping": True},
-        JSON_SORT_KEYS=False,
     )
+    app.json.sort_keys = False  # type: ignore[attr-defined] - GraphQL answers in query order
     db.init_app(app)
 
     pm, infos = build_plugin_manager(settings, plugins)

@@ -8,7 +8,7 @@ from decimal import Decimal
 from typing import Any
 
 from sqlalchemy import (
-    Boolean, CheckConstraint, Enum, ForeignKey, Index, String, UniqueConstraint,
+    Boolean, CheckConstraint, Enum, ForeignKey, Index, String, UniqueConstraint, text,
 )
 from sqlalchemy.orm import Mapped, mapped_column, relationship
 
@@ -61,7 +61,7 @@ class Customer(db.Model):
              values_callable=lambda e: [m.value for m in e]),
         default=CustomerStatus.ACTIVE, index=True)
     owner_id: Mapped[int | None] = mapped_column(ForeignKey("agents.id", ondelete="SET NULL"))
-    created_at: Mapped[dt.datetime] = mapped_column(UTCDateTime, default=utcnow, index=True)
+    created_at: Mapped[dt.datetime] = mapped_column(UTCDateTime, default=utcnow)
     updated_at: Mapped[dt.datetime] = mapped_column(UTCDateTime, default=utcnow, onupdate=utcnow)
 
     external_ids: Mapped[list[CustomerExternalId]] = relationship(
@@ -69,7 +69,15 @@ class Customer(db.Model):
     tag_rows: Mapped[list[CustomerTag]] = relationship(
         cascade="all, delete-orphan", lazy="raise_on_sql")
 
-    __table_args__ = (Index("ix_customers_city_name", "city", "name_normalized"),)
+    __table_args__ = (
+        Index("ix_customers_city_name", "city", "name_normalized"),
+        # Keyset pages of customers(orderBy: CREATED_AT | NAME): (sort value, id), with the
+        # expression exactly as api/queries.py sorts by it (core_0002). The expression index
+        # is PostgreSQL's only: SQLite cannot reflect it, which breaks schema comparison.
+        Index("ix_customers_created_at_id", "created_at", "id"),
+        Index("ix_customers_name_sort", text("coalesce(name_normalized, '')"), "id"
+              ).ddl_if(dialect="postgresql"),
+    )
 
     def __repr__(self) -> str:
         return f"<Customer {self.id} {self.name!r}>"
