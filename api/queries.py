@@ -18,7 +18,7 @@ from api.types import (
     scoped,
 )
 from core.app import rapport
-from core.db import db
+from core.db import MAX_ID, db
 from core.errors import UserError
 from core.models import Agent, Alert, Customer, CustomerAttributeDefinition as AttributeRow
 from core.services import customers as customer_service
@@ -163,7 +163,8 @@ def resolve_node(root: Any, info: Any, id: str) -> Any:
         raise bad_input(f"Not a node id: {id!r}.") from None
     graphene_type = info.schema.get_type(type_name or "")
     cls = getattr(graphene_type, "graphene_type", None)
-    if cls is None or not hasattr(cls, "get_node") or not str(raw).isdigit():
+    if (cls is None or not hasattr(cls, "get_node") or not str(raw).isdigit()
+            or not 0 < int(raw) <= MAX_ID):
         raise bad_input(f"Not a node id: {id!r}.")
     scope = getattr(cls, "rapport_scope", None)
     if scope is None or not ctx(info).principal.allows(scope):

@@ -20,6 +20,7 @@ from api.loaders import (
 )
 from api.pagination import Page, decode_cursor, make_page, page_size
 from core import models
+from core.db import MAX_ID
 from core.errors import ErrorCode
 from core.money import quantize
 
@@ -378,9 +379,10 @@ def decode_global_id(value: str, expected: str) -> int:
     """The database id behind a global id of type ``expected``; ValueError if it is not one."""
     try:
         type_name, raw = relay.Node.resolve_global_id(None, value)
-        if type_name != expected:
+        number = int(raw)
+        if type_name != expected or not 0 < number <= MAX_ID:
             raise ValueError
-        return int(raw)
+        return number
     except Exception:
         raise ValueError(f"Not a {expected} id: {value!r}.") from None
 

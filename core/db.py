@@ -38,6 +38,9 @@ class Base(DeclarativeBase):
 
 db = SQLAlchemy(model_class=Base)
 
+#: The largest id a BIGINT primary key holds; larger numbers name nothing.
+MAX_ID = 2**63 - 1
+
 #: Primary keys: BIGINT on PostgreSQL, INTEGER on SQLite (where only INTEGER autoincrements).
 BigIntPK = BigInteger().with_variant(Integer(), "sqlite")
 

@@ -16,6 +16,7 @@ from marshmallow import (
     validates_schema,
 )
 
+from core.db import MAX_ID
 from core.models import LifecycleStage
 from core.money import currency_decimals
 
@@ -24,6 +25,7 @@ FUTURE_TOLERANCE = dt.timedelta(minutes=5)
 _PHONE_CHARS = re.compile(r"^\+?[0-9 ().\-/]{4,30}$")
 _KEY = re.compile(r"^[A-Za-z][A-Za-z0-9_]{0,63}$")
 _KIND = re.compile(r"^[a-z][a-z0-9_]{0,39}$")
+_ID = validate.Range(min=1, max=MAX_ID, error="No such id.")
 
 
 class UTCDateTimeField(fields.DateTime):
@@ -122,7 +124,7 @@ class CustomerSchema(Schema):
     tags = Tags()
     attributes = Attributes(keys=fields.String())
     lifecycle_stage = fields.Enum(LifecycleStage, by_value=True)
-    owner_id = fields.Integer(allow_none=True)
+    owner_id = fields.Integer(allow_none=True, validate=_ID)
     source = fields.String(validate=validate.Length(1, 64))
     external_id = fields.String(validate=validate.Length(1, 200))
 
@@ -160,7 +162,7 @@ class InteractionSchema(Schema):
     class Meta:
         unknown = RAISE
 
-    customer_id = fields.Integer(required=True)
+    customer_id = fields.Integer(required=True, validate=_ID)
     kind = fields.String(required=True)
     channel = fields.String(validate=validate.Length(1, 40), allow_none=True)
     occurred_at = UTCDateTimeField(required=True)
@@ -169,8 +171,8 @@ class InteractionSchema(Schema):
     payload = fields.Dict(keys=fields.String())
     source = fields.String(validate=validate.Length(1, 64), allow_none=True)
     external_id = fields.String(validate=validate.Length(1, 200), allow_none=True)
-    refers_to_id = fields.Integer(allow_none=True)
-    agent_id = fields.Integer(allow_none=True)
+    refers_to_id = fields.Integer(allow_none=True, validate=_ID)
+    agent_id = fields.Integer(allow_none=True, validate=_ID)
 
     def __init__(self, *, kinds: set[str], monetary_kinds: frozenset[str],
                  now: dt.datetime | None = None, **kwargs: Any):

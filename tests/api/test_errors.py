@@ -201,3 +201,15 @@ def test_record_interactions_caps_the_batch(app: Flask, gql: GraphQL) -> None:
     data = gql(RECORD_MANY, {"input": {"interactions": items}})["recordInteractions"]
     assert data["errors"][0]["code"] == "TOO_MANY"
     assert db.session.query(Interaction).count() == 0
+
+
+def test_ids_beyond_bigint_are_user_errors(app: Flask, gql: GraphQL) -> None:
+    huge_customer = to_global_id("Customer", 2**64)
+    data = gql("""mutation($id: ID!) { recordInteraction(input: {customerId: $id, kind: "call",
+        occurredAt: "2026-01-01T00:00:00Z"}) { errors { field code } } }""",
+               {"id": huge_customer})["recordInteraction"]
+    assert data["errors"] == [{"field": "input.customerId", "code": "INVALID"}]
+    for query in ("query($id: ID!) { node(id: $id) { id } }",
+                  "query($id: ID!) { customer(id: $id) { id } }"):
+        body = gql.raw(query, {"id": huge_customer}).get_json()
+        assert body["errors"][0]["extensions"]["code"] == "BAD_USER_INPUT", body
