@@ -4,18 +4,24 @@ from __future__ import annotations
 
 import logging
 import sys
+from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 import click
 from flask import Flask, current_app
 from flask.cli import FlaskGroup
 from werkzeug.serving import run_simple
-from sqlalchemy import select
+from sqlalchemy import inspect, select
 
 from core.app import create_app, rapport
 from core.config import ConfigError
 from core.db import db
+from core.demo import DEFAULT_CUSTOMERS, generate_demo
 from core.errors import UserError
+from core.importers import (
+    DEFAULT_BATCH_SIZE, Entity, FileFormat, ImportFileError, open_import,
+)
 
 
 def _make_app() -> Flask:
@@ -146,6 +152,106 @@ def apikey_revoke(prefix: str) -> None:
     except UserError as exc:
         raise fail(exc) from None
     click.echo(f"revoked {key.prefix} ({key.name})")
+
+
+@cli.group("import")
+def import_group() -> None:
+    """Import customers or interactions from CSV or JSON Lines files.
+
+    A CSV header row (or each JSON object's keys) names the fields; unknown columns become
+    customer attributes or interaction payload; an empty cell means no value. Rows are
+    committed in batches; bad rows go to the rejects file with their line number and the
+    reason; a re-run skips what is already stored (source + external_id).
+    """
+
+
+def _import_options(command: Callable[..., None]) -> Callable[..., None]:
+    options = (
+        click.argument("file", type=click.Path(dir_okay=False, path_type=Path)),
+        click.option("--format", "file_format",
+                     type=click.Choice([f.value for f in FileFormat]),
+                     help="Default: from the extension (.csv, .jsonl, .ndjson)."),
+        click.option("--batch-size", default=DEFAULT_BATCH_SIZE, show_default=True,
+                     type=click.IntRange(1, 10_000), help="Rows per transaction."),
+        click.option("--rejects", "rejects_path",
+                     type=click.Path(dir_okay=False, path_type=Path),
+                     help="Where to write rejected rows [default: FILE.rejects.csv]."),
+        click.option("--encoding", default="utf-8", show_default=True,
+                     help="Text encoding of FILE."),
+    )
+    for option in reversed(options):
+        command = option(command)
+    return command
+
+
+def _require_schema() -> None:
+    if not inspect(db.engine).has_table("interactions"):
+        raise click.ClickException("The database has no Rapport tables yet: run "
+                                   "'rapport db upgrade' first.")
+
+
+def _run_import(entity: Entity, file: Path, file_format: str | None, batch_size: int,
+                rejects_path: Path | None, encoding: str) -> None:
+    _require_schema()
+    try:
+        with open_import(entity, file, file_format=file_format, encoding=encoding,
+                         rejects_path=rejects_path) as job:
+            with click.progressbar(length=max(job.size, 1), label=f"Importing {entity}",
+                                   file=sys.stderr) as bar:
+                report = job.run(batch_size, on_progress=bar.update)
+    except ImportFileError as exc:
+        raise click.ClickException(str(exc)) from None
+    click.echo(f"imported: {report.imported}, skipped (already there): {report.skipped}, "
+               f"rejected: {report.rejected}")
+    if report.rejected:
+        click.echo(f"rejected rows and why: {report.rejects_path}")
+
+
+@import_group.command("customers")
+@_import_options
+def import_customers_command(file: Path, file_format: str | None, batch_size: int,
+                             rejects_path: Path | None, encoding: str) -> None:
+    """Import customers from FILE.
+
+    Columns: external_id (required), source (default: default), name, email, phone,
+    birth_date, gender, education, occupation, income_band, country, region, city,
+    tags (separated by ;), lifecycle_stage, owner_id; any other column is an attribute.
+    """
+    _run_import("customers", file, file_format, batch_size, rejects_path, encoding)
+
+
+@import_group.command("interactions")
+@_import_options
+def import_interactions_command(file: Path, file_format: str | None, batch_size: int,
+                                rejects_path: Path | None, encoding: str) -> None:
+    """Import interactions from FILE for customers imported before.
+
+    Columns: customer_external_id, external_id, kind, occurred_at (ISO 8601; without an
+    offset it is UTC) are required; customer_source and source (default: default), amount,
+    currency, channel, refers_to (external id of an earlier interaction of the same source);
+    any other column goes into the payload.
+    """
+    _run_import("interactions", file, file_format, batch_size, rejects_path, encoding)
+
+
+@cli.command("demo")
+@click.option("--customers", "count", default=DEFAULT_CUSTOMERS, show_default=True,
+              type=click.IntRange(1, 1_000_000), help="How many customers to generate.")
+@click.option("--seed", type=int, default=None,
+              help="Reproduce an earlier demo (each run prints its seed).")
+def demo_command(count: int, seed: int | None) -> None:
+    """Fill the database with realistic demo customers, a year of their interactions, and
+    every enabled plugin's demo rows."""
+    _require_schema()
+    try:
+        with click.progressbar(length=count, label="Generating demo data",
+                               file=sys.stderr) as bar:
+            summary = generate_demo(count, seed, on_progress=bar.update)
+    except UserError as exc:
+        raise fail(exc) from None
+    click.echo(f"demo data: {summary.customers} customers, {summary.interactions} "
+               f"interactions, {summary.agents} agents, {len(summary.near_duplicates)} "
+               f"customers registered twice (seed {summary.seed})")
 
 
 def main(argv: Any = None) -> None:

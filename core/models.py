@@ -153,6 +153,9 @@ class Interaction(db.Model):
         # The timeline and RFM read a customer's events newest first.
         Index("ix_interactions_customer_time", "customer_id", "occurred_at", "id"),
         Index("ix_interactions_kind_time", "kind", "occurred_at"),
+        # Refunds look up their purchase, and deleting a purchase clears its refunds'
+        # reference (ON DELETE SET NULL): without an index each delete scans the table.
+        Index("ix_interactions_refers_to_id", "refers_to_id"),
         UniqueConstraint("source", "external_id"),
         CheckConstraint("(amount IS NULL) = (currency IS NULL)", name="amount_has_currency"),
     )

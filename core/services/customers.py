@@ -7,11 +7,12 @@ import difflib
 import re
 import unicodedata
 from collections import defaultdict
-from collections.abc import Mapping, Sequence
+from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import delete, func, literal_column, select, update
+from marshmallow import ValidationError
+from sqlalchemy import delete, func, insert, literal_column, select, update
 
 from core.app import rapport
 from core.db import db, utcnow
@@ -24,7 +25,7 @@ from core.money import quantize
 from core.plugins import call_each
 from core.schemas import CustomerSchema
 from core.services import load, not_found, transaction
-from core.services.interactions import BatchResult
+from core.services.interactions import BatchResult, external_key_condition
 
 _PROFILE_FIELDS = (
     "name", "email", "phone", "birth_date", "gender", "education", "occupation", "income_band",
@@ -124,6 +125,18 @@ def get_customer(customer_id: int, field: str = "id") -> Customer:
     return customer
 
 
+def customer_ids_by_external_id(keys: Collection[tuple[str, str]]
+                                ) -> dict[tuple[str, str], int]:
+    """The customer id of each known ``(source, external_id)``, in one query."""
+    if not keys:
+        return {}
+    rows = db.session.execute(select(
+        CustomerExternalId.source, CustomerExternalId.external_id,
+        CustomerExternalId.customer_id).where(external_key_condition(
+            CustomerExternalId.source, CustomerExternalId.external_id, keys)))
+    return {(source, external_id): customer_id for source, external_id, customer_id in rows}
+
+
 def find_by_external_id(source: str, external_id: str) -> Customer | None:
     return db.session.scalar(select(Customer).join(CustomerExternalId).where(
         CustomerExternalId.source == source, CustomerExternalId.external_id == external_id))
@@ -221,13 +234,8 @@ def _validated_for_import(raws: Sequence[Mapping[str, Any]], result: BatchResult
 def _without_known_customers(valid: list[tuple[int, dict[str, Any]]], result: BatchResult
                              ) -> list[tuple[int, dict[str, Any]]]:
     """Drop items whose source + external id is stored (skipped) or repeated in the batch."""
-    keys = {(data["source"], data["external_id"]) for _, data in valid}
-    stored = {(source, external_id): customer_id for source, external_id, customer_id in
-              db.session.execute(select(CustomerExternalId.source,
-                                        CustomerExternalId.external_id,
-                                        CustomerExternalId.customer_id).where(
-                  tuple_(CustomerExternalId.source, CustomerExternalId.external_id)
-                  .in_(list(keys))))} if keys else {}
+    stored = customer_ids_by_external_id({(data["source"], data["external_id"])
+                                          for _, data in valid})
     first_seen: dict[tuple[str, str], int] = {}
     fresh: list[tuple[int, dict[str, Any]]] = []
     for index, data in valid:
@@ -273,8 +281,11 @@ def _insert_customers(items: Sequence[Mapping[str, Any]]) -> list[int]:
         "name_normalized": normalise_name(data.get("name")),
         "created_at": now, "updated_at": now,
     } for data in items]
+    # render_nulls: without it the ORM starts another INSERT whenever the next row's set
+    # of non-None columns differs (a customer without a phone after one with a phone).
     ids = list(db.session.scalars(
-        insert(Customer).returning(Customer.id, sort_by_parameter_order=True), rows))
+        insert(Customer).returning(Customer.id, sort_by_parameter_order=True), rows,
+        execution_options={"render_nulls": True}))
     db.session.execute(insert(CustomerExternalId), [
         {"customer_id": cid, "source": data["source"], "external_id": data["external_id"]}
         for cid, data in zip(ids, items)])
@@ -456,7 +467,8 @@ def export_customer(customer_id: int) -> dict[str, Any]:
 
 
 __all__ = [
-    "DuplicateGroup", "ErasureResult", "create_customer", "erase_customer",
-    "export_customer", "find_by_external_id", "find_duplicates", "get_customer",
-    "import_customers", "merge_customers", "set_customer_status", "update_customer",
+    "DuplicateGroup", "ErasureResult", "create_customer", "customer_ids_by_external_id",
+    "erase_customer", "export_customer", "find_by_external_id", "find_duplicates",
+    "get_customer", "import_customers", "merge_customers", "set_customer_status",
+    "update_customer",
 ]

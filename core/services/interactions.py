@@ -3,12 +3,16 @@
 from __future__ import annotations
 
 import datetime as dt
-from collections.abc import Mapping, Sequence
+from collections import defaultdict
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
 from marshmallow import ValidationError
-from sqlalchemy import insert, select, tuple_
+from sqlalchemy import (
+    ARRAY, ColumnElement, String, and_, bindparam, func, insert, or_, select, tuple_,
+)
+from sqlalchemy.orm import QueryableAttribute
 
 from core.app import rapport
 from core.db import db
@@ -94,19 +98,49 @@ class BatchResult:
         return len(self.recorded_ids)
 
 
+def external_key_condition(source: QueryableAttribute[Any],
+                           external_id: QueryableAttribute[Any],
+                           keys: Iterable[tuple[str, str]]) -> ColumnElement[bool]:
+    """``(source, external_id) IN keys``, in a form that uses the unique index.
+
+    On PostgreSQL the pairs go as two array parameters, ``IN (SELECT * FROM unnest(...))``,
+    which is planned as index lookups whatever the statistics say. A row-value IN list of
+    1,000 pairs took ~370 ms, and ``source = s AND external_id IN (<1,000 values>)``
+    scanned every row of the source when statistics were stale (a table growing during an
+    import with autovacuum off): ~100 ms at 700k rows, against ~3 ms. SQLite uses the
+    index for a plain IN list, one per source.
+    """
+    pairs = list(keys)
+    if db.session.get_bind().dialect.name == "postgresql":
+        unnested = func.unnest(
+            bindparam(None, [s for s, _ in pairs], type_=ARRAY(String)),
+            bindparam(None, [e for _, e in pairs], type_=ARRAY(String)),
+        ).table_valued("source", "external_id").render_derived(name="wanted")
+        return tuple_(source, external_id).in_(select(unnested.c.source,
+                                                      unnested.c.external_id))
+    by_source: dict[str, list[str]] = defaultdict(list)
+    for key_source, key_id in pairs:
+        by_source[key_source].append(key_id)
+    return or_(*(and_(source == key_source, external_id.in_(ids))
+                 for key_source, ids in by_source.items()))
+
+
 def _insert_returning_ids(rows: list[dict[str, Any]]) -> list[int]:
     """Multi-row INSERT; the new ids in the order of ``rows``.
 
     PostgreSQL guarantees the order through SQLAlchemy's sorted insertmanyvalues. SQLite
     would fall back to one INSERT per row for that; there a single writer holds the lock
     and rowids are assigned in VALUES order, so ascending ids are the parameter order.
+    ``render_nulls``: the ORM otherwise leaves out None values and starts a new INSERT
+    whenever the next row's set of non-None columns differs (a call after a purchase).
     """
+    options = {"render_nulls": True}
     if db.session.get_bind().dialect.name == "sqlite":
         return sorted(db.session.scalars(insert(Interaction).returning(Interaction.id),
-                                         rows).all())
+                                         rows, execution_options=options).all())
     return list(db.session.scalars(
         insert(Interaction).returning(Interaction.id, sort_by_parameter_order=True),
-        rows).all())
+        rows, execution_options=options).all())
 
 
 class BatchRejected(UserError):
@@ -146,7 +180,8 @@ def record_interactions(raws: Sequence[Mapping[str, Any]], *, partial: bool = Fa
             keys = {(r["source"], r["external_id"]) for _, r in keyed}
             stored = dict(((s, e), i) for s, e, i in db.session.execute(
                 select(Interaction.source, Interaction.external_id, Interaction.id).where(
-                    tuple_(Interaction.source, Interaction.external_id).in_(list(keys)))))
+                    external_key_condition(Interaction.source, Interaction.external_id,
+                                           keys))))
             seen: dict[tuple[str, str], int] = {}
             fresh: list[tuple[int, dict[str, Any]]] = []
             for index, row in valid:
