@@ -4,7 +4,6 @@ from __future__ import annotations
 
 from typing import Any
 
-import pytest
 from alembic.autogenerate import compare_metadata
 from alembic.migration import MigrationContext
 from alembic.script import ScriptDirectory
@@ -45,8 +44,6 @@ def _diff(app: Any) -> list[Any]:
         return compare_metadata(context, db.metadata)
 
 
-# SQLite cannot reflect the PostgreSQL-only expression index: nothing to compare there.
-@pytest.mark.filterwarnings("ignore:autogenerate skipping metadata-specified expression")
 def test_upgrade_matches_the_models_with_a_plugin_branch(make_app: AppFactory) -> None:
     app = make_app(enabled=["referrals"])
     _empty_database(app)
