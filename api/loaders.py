@@ -11,7 +11,7 @@ from sqlalchemy import func, select
 
 from api.pagination import after_condition
 from core.db import db
-from core.models import Agent, Customer, CustomerExternalId, CustomerTag, Interaction
+from core.models import Agent, Alert, Customer, CustomerExternalId, CustomerTag, Interaction
 
 
 class RapportLoader(DataLoader):
@@ -49,6 +49,10 @@ class AgentByIdLoader(ModelByIdLoader):
 
 class InteractionByIdLoader(ModelByIdLoader):
     model = Interaction
+
+
+class AlertByIdLoader(ModelByIdLoader):
+    model = Alert
 
 
 class TagsByCustomerLoader(RapportLoader):

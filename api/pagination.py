@@ -50,14 +50,46 @@ def encode_cursor(values: Sequence[Any]) -> str:
     return base64.urlsafe_b64encode(raw.encode()).decode().rstrip("=")
 
 
-def decode_cursor(cursor: str, length: int) -> list[Any]:
+#: Cursors we hand out are a few dozen characters; anything much longer is not one of ours.
+_MAX_CURSOR_LENGTH = 1024
+_INT64 = 2**63
+
+
+def _valid_cursor_value(value: Any, kind: type | None) -> bool:
+    """A value a keyset comparison can bind: scalar, aware, in BIGINT range, of ``kind``."""
+    if isinstance(value, bool) or isinstance(value, (list, dict)):
+        return False
+    if isinstance(value, int) and not -_INT64 <= value < _INT64:
+        return False
+    if isinstance(value, dt.datetime) and value.utcoffset() is None:
+        return False
+    if isinstance(value, Decimal) and not value.is_finite():
+        return False
+    if kind is None:
+        return True
+    return isinstance(value, kind) and not (kind is float and isinstance(value, int))
+
+
+def decode_cursor(cursor: str, length: int,
+                  kinds: Sequence[type] | None = None) -> list[Any]:
+    """The values of a cursor from ``encode_cursor``; ``kinds``: the type of each value.
+
+    Anything else (edited, truncated, from another sort order) is BAD_USER_INPUT rather
+    than a database error.
+    """
     try:
+        if len(cursor) > _MAX_CURSOR_LENGTH:
+            raise ValueError
         padded = cursor + "=" * (-len(cursor) % 4)
         values = json.loads(base64.urlsafe_b64decode(padded.encode()))
         if not isinstance(values, list) or len(values) != length:
             raise ValueError
-        return [_typed(v) for v in values]
-    except (ValueError, TypeError, json.JSONDecodeError):
+        typed = [_typed(v) for v in values]
+        if not all(_valid_cursor_value(v, kinds[i] if kinds else None)
+                   for i, v in enumerate(typed)):
+            raise ValueError
+        return typed
+    except (ValueError, TypeError, ArithmeticError, RecursionError):
         raise bad_input("Invalid cursor: pass the endCursor of a previous page "
                         "unchanged.") from None
 
@@ -133,5 +165,5 @@ def make_page(rows: Sequence[Any], first: int, after: str | None,
     """Build a page from up to ``first + 1`` rows fetched in keyset order."""
     nodes = list(rows[:first])
     return Page(nodes=nodes, cursors=LazyCursors(nodes, key),
-                has_next_page=len(rows) > first, has_previous_page=after is not None,
+                has_next_page=len(rows) > first, has_previous_page=bool(after),
                 total=total)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import datetime as dt
 import enum
 from typing import Any
 
@@ -109,6 +110,10 @@ def _filter_spec(raw: dict[str, Any] | None) -> dict[str, Any]:
                                   for e in exc.errors)) from None
 
 
+#: Python type of each sort value, so a cursor from another order is refused, not run.
+_SORT_KINDS: dict[str, type] = {"created_at": dt.datetime, "updated_at": dt.datetime,
+                                "name": str}
+
 _SORT_COLUMNS: dict[str, ColumnElement[Any]] = {
     "created_at": Customer.created_at,
     "updated_at": Customer.updated_at,
@@ -130,7 +135,8 @@ def resolve_customers(root: Any, info: Any, first: int | None = None, after: str
     columns = [sort, Customer.id]
     stmt = select(Customer, sort.label("sort_value")).where(*conditions)
     if after:
-        stmt = stmt.where(after_condition(columns, decode_cursor(after, 2), descending))
+        values = decode_cursor(after, 2, (_SORT_KINDS[sort_key], int))
+        stmt = stmt.where(after_condition(columns, values, descending))
     stmt = stmt.order_by(*(c.desc() if descending else c.asc() for c in columns)).limit(size + 1)
     rows = db.session.execute(stmt).all()
 
@@ -150,7 +156,7 @@ def _list_page(model: Any, conditions: list[Any], first: int | None, after: str 
     size = page_size(first)
     stmt = select(model).where(*conditions)
     if after:
-        stmt = stmt.where(model.id < decode_cursor(after, 1)[0])
+        stmt = stmt.where(model.id < decode_cursor(after, 1, (int,))[0])
     rows = db.session.scalars(stmt.order_by(model.id.desc()).limit(size + 1)).all()
     return make_page(rows, size, after, lambda row: [row.id], lambda: db.session.scalar(
         select(func.count()).select_from(model).where(*conditions)))

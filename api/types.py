@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextvars
+import datetime as dt
 from collections.abc import Callable
 
 from typing import Any
@@ -14,7 +15,7 @@ from graphql import GraphQLError
 
 from api.context import RequestContext
 from api.loaders import (
-    AgentByIdLoader, CustomerByIdLoader, ExternalIdsByCustomerLoader,
+    AgentByIdLoader, AlertByIdLoader, CustomerByIdLoader, ExternalIdsByCustomerLoader,
     InteractionByIdLoader, InteractionCountByCustomerLoader, InteractionsByCustomerLoader,
     TagsByCustomerLoader,
 )
@@ -299,7 +300,8 @@ class CustomerBase(graphene.ObjectType):
                                    after: str | None = None, kinds: list[str] | None = None
                                    ) -> Page:
         size = page_size(first)
-        after_key = tuple(decode_cursor(after, 2)) if after else None
+        after_key = (tuple(decode_cursor(after, 2, (dt.datetime, int))) if after
+                     else None)
         kinds_key = tuple(sorted(kinds)) if kinds else None
         rows = await ctx(info).loader(InteractionsByCustomerLoader, limit=size + 1,
                                       after=after_key, kinds=kinds_key).load(root.id)
@@ -321,6 +323,10 @@ class AlertType(graphene.ObjectType):
     raised_at = graphene.DateTime(required=True)
     acknowledged_at = graphene.DateTime()
     acknowledged_by = graphene.Field(Agent)
+
+    @classmethod
+    def get_node(cls, info: Any, id: str) -> Any:
+        return ctx(info).loader(AlertByIdLoader).load(int(id))
 
     @staticmethod
     def resolve_customer(root: models.Alert, info: Any) -> Any:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import inspect
 import logging
+import math
 from collections import OrderedDict
 from dataclasses import dataclass
 from threading import Lock
@@ -16,8 +17,8 @@ from typing import Any
 
 from flask import Blueprint, Response, current_app, jsonify, render_template, request
 from graphql import (
-    DocumentNode, ExecutionResult, GraphQLError, GraphQLSyntaxError, execute, parse,
-    specified_rules, validate,
+    BREAK, DocumentNode, ExecutionResult, GraphQLError, GraphQLSyntaxError, StringValueNode,
+    Visitor, execute, parse, specified_rules, validate, visit,
 )
 
 from api.context import RequestContext
@@ -69,6 +70,11 @@ class GraphQLService:
         except GraphQLSyntaxError as exc:
             exc.extensions = {"code": "GRAPHQL_PARSE_FAILED"}
             return Prepared(None, [exc], 400)
+        nul = _NulLiterals()
+        visit(document, nul)
+        if nul.found is not None:
+            return Prepared(None, [GraphQLError(_NUL_MESSAGE, nul.found, extensions={
+                "code": "BAD_USER_INPUT"})], 400)
         schema = self.schema.graphql_schema
         errors = validate(schema, document, specified_rules)
         if not errors:
@@ -98,6 +104,45 @@ class GraphQLService:
             return result  # type: ignore[return-value]
 
         return run_coroutine(run())
+
+
+_NUL = "\x00"
+_NUL_MESSAGE = ("Text may not contain the NUL character (\\u0000): PostgreSQL cannot "
+                "store it.")
+_UNSTORABLE_MESSAGE = ("Variables may not contain the NUL character (\\u0000) nor NaN or "
+                       "Infinity (not JSON; PostgreSQL cannot store them).")
+
+
+def _unstorable(value: Any) -> bool:
+    """Whether a JSON value holds text with NUL or a NaN/Infinity (Python's JSON accepts
+    them); iterative, any depth."""
+    stack = [value]
+    while stack:
+        item = stack.pop()
+        if isinstance(item, str):
+            if _NUL in item:
+                return True
+        elif isinstance(item, float):
+            if not math.isfinite(item):
+                return True
+        elif isinstance(item, dict):
+            stack.extend(item.keys())
+            stack.extend(item.values())
+        elif isinstance(item, list):
+            stack.extend(item)
+    return False
+
+
+class _NulLiterals(Visitor):
+    def __init__(self) -> None:
+        super().__init__()
+        self.found: StringValueNode | None = None
+
+    def enter_string_value(self, node: StringValueNode, *args: Any) -> Any:
+        if _NUL in node.value:
+            self.found = node
+            return BREAK
+        return None
 
 
 def format_error(error: GraphQLError) -> dict[str, Any]:
@@ -147,7 +192,10 @@ def graphql_endpoint() -> Any:
     except AuthError as exc:
         return _errors(401, exc.code, exc.message)
 
-    body = request.get_json(silent=True)
+    try:
+        body = request.get_json(silent=True)
+    except RecursionError:  # JSON nested deeper than Python's parser recurses
+        body = None
     if not isinstance(body, dict) or not isinstance(body.get("query"), str):
         return _errors(400, "BAD_REQUEST",
                        "The body must be JSON with a string 'query' (and optionally "
@@ -158,6 +206,8 @@ def graphql_endpoint() -> Any:
         return _errors(400, "BAD_REQUEST", "'variables' must be a JSON object.")
     if operation_name is not None and not isinstance(operation_name, str):
         return _errors(400, "BAD_REQUEST", "'operationName' must be a string.")
+    if _unstorable(variables):
+        return _errors(400, "BAD_USER_INPUT", _UNSTORABLE_MESSAGE)
 
     graphql = service()
     prepared = graphql.prepare(body["query"], principal)

@@ -12,11 +12,11 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
-from flask import g, jsonify, request
+from flask import g, has_request_context, jsonify, request
 from sqlalchemy import select, update
 
 from core.app import rapport
-from core.db import db, utcnow
+from core.db import MAX_ID, db, utcnow
 from core.errors import ErrorCode, UserError
 from core.models import Agent, ApiKey
 from core.services import transaction
@@ -88,12 +88,39 @@ def _is_loopback(address: str | None) -> bool:
         return False
 
 
+_PROXY_HEADERS = ("Forwarded", "X-Forwarded-For", "X-Real-IP")
+_LOCAL_HOSTS = frozenset({"localhost", "127.0.0.1", "::1"})
+
+
+def _is_local_caller(remote_addr: str | None) -> bool:
+    """A loopback peer that is really this machine's user, not a proxied or rebound request.
+
+    A reverse proxy on the same machine connects from loopback on behalf of anyone (it adds
+    a forwarding header), and a web page whose DNS name was rebound to 127.0.0.1 reaches
+    us with its own Host: neither may act as the local admin.
+    """
+    if not _is_loopback(remote_addr):
+        return False
+    if not has_request_context():
+        return True
+    if any(name in request.headers for name in _PROXY_HEADERS):
+        return False
+    host = request.host.rsplit(":", 1)[0] if not request.host.endswith("]") else request.host
+    return host.strip("[]").lower() in _LOCAL_HOSTS
+
+
 def _agent_id(header: str | None) -> int | None:
     if not header:
         return None
     ref = header.strip()
+    if "\x00" in ref:
+        raise AuthError("UNAUTHENTICATED", "X-Rapport-Agent names no active agent.")
     stmt = select(Agent.id).where(Agent.active.is_(True))
-    stmt = stmt.where(Agent.id == int(ref)) if ref.isdigit() else stmt.where(
+    # ASCII digits only: str.isdigit() also accepts "²", which int() refuses.
+    number = int(ref) if ref.isascii() and ref.isdigit() else None
+    if number is not None and not 0 < number <= MAX_ID:
+        raise AuthError("UNAUTHENTICATED", f"X-Rapport-Agent names no active agent ({ref}).")
+    stmt = stmt.where(Agent.id == number) if number is not None else stmt.where(
         Agent.email == ref.lower())
     agent_id = db.session.scalar(stmt)
     if agent_id is None:
@@ -103,18 +130,23 @@ def _agent_id(header: str | None) -> int | None:
 
 def authenticate(authorization: str | None, remote_addr: str | None,
                  agent_header: str | None = None) -> Principal:
-    """Resolve the caller of a request or raise ``AuthError`` (code UNAUTHENTICATED)."""
-    agent_id = _agent_id(agent_header)
+    """Resolve the caller of a request or raise ``AuthError`` (code UNAUTHENTICATED).
+
+    The agent header is looked up only once the caller is known: an anonymous request
+    must not learn which e-mail addresses belong to active agents.
+    """
     if not authorization:
-        if rapport().settings.is_development and _is_loopback(remote_addr):
-            return Principal("local development", frozenset({"admin"}), agent_id=agent_id)
+        if rapport().settings.is_development and _is_local_caller(remote_addr):
+            return Principal("local development", frozenset({"admin"}),
+                             agent_id=_agent_id(agent_header))
         raise AuthError("UNAUTHENTICATED",
                         "Send 'Authorization: Bearer <api key>' (create one with "
                         "'rapport apikey create --name NAME --scopes SCOPES').")
     scheme, _, token = authorization.partition(" ")
     token = token.strip()
     parts = token.split("_")
-    if scheme.lower() != "bearer" or len(parts) < 3 or parts[0] != KEY_PREFIX:
+    if (scheme.lower() != "bearer" or len(parts) < 3 or parts[0] != KEY_PREFIX
+            or "\x00" in token):
         raise AuthError("UNAUTHENTICATED", "Malformed Authorization header; expected "
                                            "'Bearer rpk_...'.")
     key = db.session.scalar(select(ApiKey).where(ApiKey.prefix == parts[1]))
@@ -122,7 +154,8 @@ def authenticate(authorization: str | None, remote_addr: str | None,
         raise AuthError("UNAUTHENTICATED", "Unknown API key.")
     if key.revoked_at is not None:
         raise AuthError("UNAUTHENTICATED", "This API key was revoked.")
-    principal = Principal(key.name, frozenset(key.scopes), api_key_id=key.id, agent_id=agent_id)
+    principal = Principal(key.name, frozenset(key.scopes), api_key_id=key.id,
+                          agent_id=_agent_id(agent_header))
     now = utcnow()
     if key.last_used_at is None or now - key.last_used_at > _LAST_USED_RESOLUTION:
         db.session.execute(update(ApiKey).where(ApiKey.id == key.id).values(last_used_at=now))

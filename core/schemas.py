@@ -7,6 +7,7 @@ a rule lives in one place. Field names are snake_case; the API maps camelCase on
 from __future__ import annotations
 
 import datetime as dt
+import math
 import re
 from decimal import Decimal
 from typing import Any
@@ -16,7 +17,7 @@ from marshmallow import (
     validates_schema,
 )
 
-from core.db import MAX_ID
+from core.db import MAX_ID, MONEY_SCALE
 from core.models import LifecycleStage
 from core.money import currency_decimals
 
@@ -38,7 +39,10 @@ class UTCDateTimeField(fields.DateTime):
             parsed = super()._deserialize(value, attr, data, **kwargs)
         if parsed.tzinfo is None:
             parsed = parsed.replace(tzinfo=dt.timezone.utc)
-        return parsed.astimezone(dt.timezone.utc)
+        try:
+            return parsed.astimezone(dt.timezone.utc)
+        except OverflowError:  # e.g. 0001-01-01T00:00+05:00 is before year 1 in UTC
+            raise ValidationError("Date and time out of range.") from None
 
 
 class Currency(fields.String):
@@ -87,12 +91,58 @@ class Attributes(fields.Dict):
                 raise ValidationError(
                     f"Attribute key {key!r}: start with a letter; letters, digits, _ only; "
                     f"at most 64 characters.")
-            if item is not None and not isinstance(item, (str, int, float, bool)):
-                raise ValidationError(f"Attribute {key!r}: values must be text, number or "
-                                      f"boolean.")
+            if item is not None and not isinstance(item, (str, int, float, bool)) or (
+                    isinstance(item, float) and not math.isfinite(item)):
+                raise ValidationError(f"Attribute {key!r}: values must be text, finite "
+                                      f"number or boolean.")
             if isinstance(item, str) and len(item) > 1000:
                 raise ValidationError(f"Attribute {key!r}: at most 1,000 characters.")
         return result
+
+
+def _finite_json(value: Any) -> None:
+    """No NaN or Infinity anywhere in a JSON document (PostgreSQL's JSONB refuses them)."""
+    stack = [value]
+    while stack:
+        item = stack.pop()
+        if isinstance(item, float) and not math.isfinite(item):
+            raise ValidationError("Numbers must be finite (no NaN or Infinity).")
+        if isinstance(item, dict):
+            stack.extend(item.values())
+        elif isinstance(item, (list, tuple)):
+            stack.extend(item)
+
+
+def _nul_fields(data: Any) -> dict[str, list[str]]:
+    """Top-level keys whose value holds text with a NUL character, anywhere inside."""
+    found: dict[str, list[str]] = {}
+    if not isinstance(data, dict):
+        return found
+    for key, value in data.items():
+        stack = [key, value]
+        while stack:
+            item = stack.pop()
+            if isinstance(item, str) and "\x00" in item:
+                found[str(key)] = ["Text may not contain the NUL character."]
+                break
+            if isinstance(item, dict):
+                stack.extend(item.keys())
+                stack.extend(item.values())
+            elif isinstance(item, (list, tuple)):
+                stack.extend(item)
+    return found
+
+
+class InputSchema(Schema):
+    """Base of the input schemas: text with NUL (which PostgreSQL cannot store) is refused
+    as a field error, so an importer rejects the row instead of failing the whole run."""
+
+    @pre_load
+    def _no_nul(self, data: Any, **kwargs: Any) -> Any:
+        errors = _nul_fields(data)
+        if errors:
+            raise ValidationError(errors)
+        return data
 
 
 def _not_future_date(value: dt.date) -> None:
@@ -102,7 +152,7 @@ def _not_future_date(value: dt.date) -> None:
         raise ValidationError("Birth date before 1900 is not plausible.")
 
 
-class CustomerSchema(Schema):
+class CustomerSchema(InputSchema):
     """Input of createCustomer, updateCustomer (partial) and the customer importer."""
 
     class Meta:
@@ -153,7 +203,7 @@ class CustomerSchema(Schema):
                 "Give at least one of name, email, phone or external id.", "name")
 
 
-class InteractionSchema(Schema):
+class InteractionSchema(InputSchema):
     """One interaction, as recorded by the API, the importer and services.
 
     ``kinds`` is the registry of interaction kinds (core's plus every plugin's).
@@ -168,7 +218,7 @@ class InteractionSchema(Schema):
     occurred_at = UTCDateTimeField(required=True)
     amount = fields.Decimal(allow_none=True, allow_nan=False)
     currency = Currency(allow_none=True)
-    payload = fields.Dict(keys=fields.String())
+    payload = fields.Dict(keys=fields.String(), validate=_finite_json)
     source = fields.String(validate=validate.Length(1, 64), allow_none=True)
     external_id = fields.String(validate=validate.Length(1, 200), allow_none=True)
     refers_to_id = fields.Integer(allow_none=True, validate=_ID)
@@ -222,7 +272,7 @@ class InteractionSchema(Schema):
             raise ValidationError(errors)
 
 
-class AgentSchema(Schema):
+class AgentSchema(InputSchema):
     class Meta:
         unknown = RAISE
 
@@ -231,7 +281,7 @@ class AgentSchema(Schema):
     team = fields.String(validate=validate.Length(1, 120), allow_none=True)
 
 
-class AttributeDefinitionSchema(Schema):
+class AttributeDefinitionSchema(InputSchema):
     class Meta:
         unknown = RAISE
 
@@ -249,7 +299,28 @@ class AttributeDefinitionSchema(Schema):
             raise ValidationError("A category attribute lists its categories.", "categories")
 
 
-class CustomerFilterSchema(Schema):
+def _money_bound(value: Decimal) -> None:
+    """A spend bound the Money column can compare with: 0 <= value < 1e14, 4 places."""
+    exponent = value.as_tuple().exponent
+    if value < 0 or value >= Decimal("1e14"):
+        raise ValidationError("Use an amount from 0 to 99,999,999,999,999.")
+    if isinstance(exponent, int) and exponent < -MONEY_SCALE and value != value.quantize(
+            Decimal(1).scaleb(-MONEY_SCALE)):
+        raise ValidationError(f"At most {MONEY_SCALE} decimal places.")
+
+
+def _attribute_scalar(value: Any) -> bool:
+    if value is None or isinstance(value, (bool, str)):
+        return True
+    if isinstance(value, (int, float)):
+        try:
+            return math.isfinite(float(value))
+        except OverflowError:
+            return False
+    return False
+
+
+class CustomerFilterSchema(InputSchema):
     """Segment filter: geography, demographics, tags, attributes, dates, behaviour."""
 
     class Meta:
@@ -276,8 +347,8 @@ class CustomerFilterSchema(Schema):
     last_purchase_before = UTCDateTimeField()
     min_purchase_count = fields.Integer(validate=validate.Range(min=0))
     max_purchase_count = fields.Integer(validate=validate.Range(min=0))
-    min_spend = fields.Decimal(validate=validate.Range(min=0), allow_nan=False)
-    max_spend = fields.Decimal(validate=validate.Range(min=0), allow_nan=False)
+    min_spend = fields.Decimal(validate=_money_bound, allow_nan=False)
+    max_spend = fields.Decimal(validate=_money_bound, allow_nan=False)
     owner_id = fields.Integer()
 
     @validates_schema
@@ -293,5 +364,15 @@ class CustomerFilterSchema(Schema):
                 raise ValidationError(
                     "An attribute condition has a key and one of equals, in, min, max.",
                     f"attributes.{i}")
+            if not isinstance(item["key"], str) or not _KEY.fullmatch(item["key"]):
+                raise ValidationError("Not an attribute key.", f"attributes.{i}.key")
+            if not _attribute_scalar(item.get("equals")):
+                raise ValidationError("Compare with text, a finite number or a boolean.",
+                                      f"attributes.{i}.equals")
+            for bound in ("min", "max"):
+                value = item.get(bound)
+                if value is not None and (isinstance(value, bool) or not isinstance(
+                        value, (int, float)) or not _attribute_scalar(value)):
+                    raise ValidationError("Use a finite number.", f"attributes.{i}.{bound}")
 
 

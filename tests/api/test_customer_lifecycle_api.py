@@ -101,3 +101,12 @@ def test_agents_list(app: Flask, gql: GraphQL) -> None:
     agents = gql("{ agents { totalCount edges { node { name email active } } } }")["agents"]
     assert agents["totalCount"] == 2
     assert [e["node"]["name"] for e in agents["edges"]] == ["Bob", "Ann"]
+
+
+def test_alert_is_a_node(app: Flask, gql: GraphQL) -> None:
+    raise_alert("churn_jump", "medium", "churn", {"rate": 0.2})
+    db.session.commit()
+    alert_id = gql("{ alerts { edges { node { id } } } }")["alerts"]["edges"][0]["node"]["id"]
+    node = gql("query($id: ID!) { node(id: $id) { ... on Alert { kind evidence } } }",
+               {"id": alert_id})["node"]
+    assert node == {"kind": "churn_jump", "evidence": {"rate": 0.2}}
