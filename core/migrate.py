@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+from collections.abc import Callable
 from typing import Any
 
 from alembic import command
@@ -15,6 +16,21 @@ from core.app import rapport
 from core.db import db
 
 MIGRATIONS = os.path.join(os.path.dirname(__file__), "migrations")
+
+
+def table_filter(enabled: set[str]) -> Callable[..., bool]:
+    """Alembic's ``include_object``: core tables and the enabled plugins' tables only."""
+
+    def include_object(obj: Any, name: str | None, type_: str, reflected: bool,
+                       compare_to: Any) -> bool:
+        if type_ != "table":
+            return True
+        table = compare_to if reflected else obj
+        if table is None:  # in the database, declared by no loaded model
+            return name == "alembic_version"
+        return table.info.get("rapport_plugin") in (None, *enabled)
+
+    return include_object
 
 
 def alembic_config(app: Flask, connection: Any) -> Config:

@@ -7,19 +7,10 @@ from typing import Any
 from alembic import context
 
 from core.db import Money, UTCDateTime, db
+from core.migrate import table_filter
 
 config = context.config
 enabled: set[str] = config.attributes["enabled_plugins"]
-
-
-def include_object(obj: Any, name: str | None, type_: str, reflected: bool, compare_to: Any
-                   ) -> bool:
-    if type_ == "table":
-        table = compare_to if reflected else obj
-        if table is None:  # a table in the database that no model declares
-            return name == "alembic_version"
-        return table.info.get("rapport_plugin") in (None, *enabled)
-    return True
 
 
 def render_item(type_: str, obj: Any, autogen_context: Any) -> str | bool:
@@ -35,7 +26,7 @@ context.configure(
     render_item=render_item,
     connection=config.attributes["connection"],
     target_metadata=db.metadata,
-    include_object=include_object,
+    include_object=table_filter(enabled),
     render_as_batch=True,  # SQLite needs table rebuilds for most ALTERs
     compare_type=True,
 )
