@@ -26,6 +26,11 @@ def validate_filter(raw: Mapping[str, Any]) -> dict[str, Any]:
     return load(CustomerFilterSchema(), raw)
 
 
+def _literal(text: str) -> str:
+    """``text`` for a LIKE pattern, its own % and _ matching only themselves."""
+    return text.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
+
+
 def _purchases() -> Select[Any]:
     return select(Interaction.customer_id).where(Interaction.kind == "purchase")
 
@@ -59,10 +64,10 @@ def customer_conditions(spec: Mapping[str, Any]) -> list[ColumnElement[bool]]:
             conds.append(column.in_(values))
     if spec.get("search"):
         # Compare like with like: names are stored lowercased without accents.
-        name_pattern = f"%{normalise_name(spec['search'])}%"
-        email_pattern = f"%{spec['search'].strip().lower()}%"
-        conds.append(or_(Customer.name_normalized.like(name_pattern),
-                         Customer.email_normalized.like(email_pattern)))
+        name_pattern = f"%{_literal(normalise_name(spec['search']) or '')}%"
+        email_pattern = f"%{_literal(spec['search'].strip().lower())}%"
+        conds.append(or_(Customer.name_normalized.like(name_pattern, escape="\\"),
+                         Customer.email_normalized.like(email_pattern, escape="\\")))
     if spec.get("owner_id") is not None:
         conds.append(Customer.owner_id == spec["owner_id"])
     if spec.get("tags_any"):

@@ -110,3 +110,14 @@ def test_search_ignores_case_and_accents(app: Flask, gql: GraphQL) -> None:
         data = gql("query($s: String) { customers(filter: {search: $s}) { totalCount } }",
                    {"s": text})
         assert data["customers"]["totalCount"] == 1, text
+
+
+def test_search_wildcards_match_only_themselves(app: Flask, gql: GraphQL) -> None:
+    from core.services.customers import create_customer
+
+    create_customer({"name": "Ann", "email": "ann_lee@x.io"})
+    create_customer({"name": "Bob", "email": "bob@x.io"})
+    for text, expected in (("%", 0), ("_", 1), ("ann_", 1), ("b_b", 0)):
+        data = gql("query($s: String) { customers(filter: {search: $s}) { totalCount } }",
+                   {"s": text})
+        assert data["customers"]["totalCount"] == expected, text
