@@ -450,7 +450,6 @@ class CreateEarnRule(RapportMutation):
         input = CreateEarnRuleInput(required=True)
 
     earn_rule = graphene.Field(LoyaltyEarnRule)
-    errors = graphene.List(graphene.NonNull(LoyaltyError), required=True)
     scope = WRITE
     error_type = LoyaltyError
 
@@ -467,7 +466,6 @@ class UpdateEarnRule(RapportMutation):
         input = UpdateEarnRuleInput(required=True)
 
     earn_rule = graphene.Field(LoyaltyEarnRule)
-    errors = graphene.List(graphene.NonNull(LoyaltyError), required=True)
     scope = WRITE
     error_type = LoyaltyError
 
@@ -484,7 +482,6 @@ class RetireEarnRule(RapportMutation):
         input = RetireEarnRuleInput(required=True)
 
     earn_rule = graphene.Field(LoyaltyEarnRule)
-    errors = graphene.List(graphene.NonNull(LoyaltyError), required=True)
     scope = WRITE
     error_type = LoyaltyError
 
@@ -521,7 +518,6 @@ class CreateTier(RapportMutation):
         input = CreateTierInput(required=True)
 
     tier = graphene.Field(LoyaltyTier)
-    errors = graphene.List(graphene.NonNull(LoyaltyError), required=True)
     scope = WRITE
     error_type = LoyaltyError
 
@@ -535,7 +531,6 @@ class UpdateTier(RapportMutation):
         input = UpdateTierInput(required=True)
 
     tier = graphene.Field(LoyaltyTier)
-    errors = graphene.List(graphene.NonNull(LoyaltyError), required=True)
     scope = WRITE
     error_type = LoyaltyError
 
@@ -552,7 +547,6 @@ class RetireTier(RapportMutation):
         input = RetireTierInput(required=True)
 
     tier = graphene.Field(LoyaltyTier)
-    errors = graphene.List(graphene.NonNull(LoyaltyError), required=True)
     scope = WRITE
     error_type = LoyaltyError
 
@@ -589,7 +583,6 @@ class CreateReward(RapportMutation):
         input = CreateRewardInput(required=True)
 
     reward = graphene.Field(LoyaltyReward)
-    errors = graphene.List(graphene.NonNull(LoyaltyError), required=True)
     scope = WRITE
     error_type = LoyaltyError
 
@@ -603,7 +596,6 @@ class UpdateReward(RapportMutation):
         input = UpdateRewardInput(required=True)
 
     reward = graphene.Field(LoyaltyReward)
-    errors = graphene.List(graphene.NonNull(LoyaltyError), required=True)
     scope = WRITE
     error_type = LoyaltyError
 
@@ -618,7 +610,6 @@ class RetireReward(RapportMutation):
         input = RetireRewardInput(required=True)
 
     reward = graphene.Field(LoyaltyReward)
-    errors = graphene.List(graphene.NonNull(LoyaltyError), required=True)
     scope = WRITE
     error_type = LoyaltyError
 
@@ -669,7 +660,6 @@ class RedeemPoints(RapportMutation):
 
     entry = graphene.Field(LoyaltyLedgerEntry)
     loyalty = graphene.Field(LoyaltyAccount)
-    errors = graphene.List(graphene.NonNull(LoyaltyError), required=True)
     scope = WRITE
     error_type = LoyaltyError
 
@@ -687,7 +677,6 @@ class RedeemReward(RapportMutation):
     entry = graphene.Field(LoyaltyLedgerEntry)
     reward = graphene.Field(LoyaltyReward)
     loyalty = graphene.Field(LoyaltyAccount)
-    errors = graphene.List(graphene.NonNull(LoyaltyError), required=True)
     scope = WRITE
     error_type = LoyaltyError
 
@@ -706,7 +695,6 @@ class AdjustPoints(RapportMutation):
 
     entry = graphene.Field(LoyaltyLedgerEntry)
     loyalty = graphene.Field(LoyaltyAccount)
-    errors = graphene.List(graphene.NonNull(LoyaltyError), required=True)
     scope = WRITE
     error_type = LoyaltyError
 
