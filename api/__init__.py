@@ -8,7 +8,7 @@ from api.loaders import ModelByIdLoader, RapportLoader
 from api.mutations import RapportMutation, global_id
 from api.pagination import Page, make_page, page_size
 from api.types import (
-    AUTHENTICATED, CustomerType, Error, Money, connection, ctx, error_type, node_type, scoped,
+    AUTHENTICATED, CustomerType, Error, Money, connection, ctx, error_type, load_related, node_type, scoped,
 )
 
 # Input fields a client did not send stay absent (Undefined), so "set to null" and
@@ -18,5 +18,5 @@ set_input_object_type_default_value(Undefined)
 __all__ = [
     "AUTHENTICATED", "CustomerType", "Error", "ModelByIdLoader", "Money", "Page",
     "RapportLoader", "RapportMutation", "RequestContext", "connection", "ctx", "error_type",
-    "global_id", "make_page", "node_type", "page_size", "scoped",
+    "global_id", "load_related", "make_page", "node_type", "page_size", "scoped",
 ]

@@ -17,7 +17,7 @@ from api.context import RequestContext
 from api.loaders import (
     AgentByIdLoader, AlertByIdLoader, CustomerByIdLoader, ExternalIdsByCustomerLoader,
     InteractionByIdLoader, InteractionCountByCustomerLoader, InteractionsByCustomerLoader,
-    TagsByCustomerLoader,
+    RapportLoader, TagsByCustomerLoader,
 )
 from api.pagination import Page, decode_cursor, make_page, page_size
 from core import models
@@ -135,6 +135,12 @@ def ctx(info: Any) -> RequestContext:
     return info.context  # type: ignore[no-any-return]
 
 
+def load_related(info: Any, loader: type[RapportLoader], key: Any) -> Any:
+    """The row a nullable reference points to, through the request's ``loader``; None when
+    the reference is empty (no query)."""
+    return None if key is None else ctx(info).loader(loader).load(key)
+
+
 def node_type(scope: str, model: type) -> Callable[[type], type]:
     """Class decorator for a ``Node`` type served from rows of ``model``.
 
@@ -219,9 +225,7 @@ class Interaction(graphene.ObjectType):
 
     @staticmethod
     def resolve_refers_to(root: models.Interaction, info: Any) -> Any:
-        if root.refers_to_id is None:
-            return None
-        return ctx(info).loader(InteractionByIdLoader).load(root.refers_to_id)
+        return load_related(info, InteractionByIdLoader, root.refers_to_id)
 
     @staticmethod
     def resolve_customer(root: models.Interaction, info: Any) -> Any:
@@ -229,9 +233,7 @@ class Interaction(graphene.ObjectType):
 
     @staticmethod
     def resolve_agent(root: models.Interaction, info: Any) -> Any:
-        if root.agent_id is None:
-            return None
-        return ctx(info).loader(AgentByIdLoader).load(root.agent_id)
+        return load_related(info, AgentByIdLoader, root.agent_id)
 
 
 InteractionConnection = connection(Interaction, "Interaction")
@@ -291,9 +293,7 @@ class CustomerBase(graphene.ObjectType):
 
     @staticmethod
     def resolve_owner(root: models.Customer, info: Any) -> Any:
-        if root.owner_id is None:
-            return None
-        return ctx(info).loader(AgentByIdLoader).load(root.owner_id)
+        return load_related(info, AgentByIdLoader, root.owner_id)
 
     @staticmethod
     async def resolve_interactions(root: models.Customer, info: Any, first: int | None = None,
@@ -330,15 +330,11 @@ class AlertType(graphene.ObjectType):
 
     @staticmethod
     def resolve_customer(root: models.Alert, info: Any) -> Any:
-        if root.customer_id is None:
-            return None
-        return ctx(info).loader(CustomerByIdLoader).load(root.customer_id)
+        return load_related(info, CustomerByIdLoader, root.customer_id)
 
     @staticmethod
     def resolve_acknowledged_by(root: models.Alert, info: Any) -> Any:
-        if root.acknowledged_by_id is None:
-            return None
-        return ctx(info).loader(AgentByIdLoader).load(root.acknowledged_by_id)
+        return load_related(info, AgentByIdLoader, root.acknowledged_by_id)
 
 
 node_type("alerts:read", models.Alert)(AlertType)

@@ -17,8 +17,8 @@ from graphene.types.generic import GenericScalar
 from sqlalchemy import func, select
 
 from api import (
-    CustomerType, RapportMutation, connection, ctx, error_type, global_id, make_page,
-    node_type, page_size, scoped,
+    CustomerType, RapportMutation, connection, ctx, error_type, global_id, load_related,
+    make_page, node_type, page_size, scoped,
 )
 from api.loaders import AgentByIdLoader, CustomerByIdLoader, InteractionByIdLoader
 from api.pagination import after_condition, bad_input, decode_cursor
@@ -167,9 +167,7 @@ class ComplaintNode(graphene.ObjectType):
 
     @staticmethod
     def resolve_interaction(root: Complaint, info: Any) -> Any:
-        if root.interaction_id is None:
-            return None
-        return ctx(info).loader(InteractionByIdLoader).load(root.interaction_id)
+        return load_related(info, InteractionByIdLoader, root.interaction_id)
 
 
 ComplaintConnection = connection(ComplaintNode, "Complaint")

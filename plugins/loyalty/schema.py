@@ -10,8 +10,8 @@ import graphene
 from graphene import relay
 
 from api import (
-    Money, RapportMutation, connection, ctx, error_type, global_id, make_page, node_type,
-    page_size, scoped,
+    Money, RapportMutation, connection, ctx, error_type, global_id, load_related, make_page,
+    node_type, page_size, scoped,
 )
 from api.loaders import AgentByIdLoader, InteractionByIdLoader
 from api.pagination import bad_input, decode_cursor
@@ -120,9 +120,7 @@ class LoyaltyEarnRule(graphene.ObjectType):
 
     @staticmethod
     def resolve_supersedes(root: EarnRule, info: Any) -> Any:
-        if root.supersedes_id is None:
-            return None
-        return ctx(info).loader(LoyaltyEarnRuleByIdLoader).load(root.supersedes_id)
+        return load_related(info, LoyaltyEarnRuleByIdLoader, root.supersedes_id)
 
 
 @node_type(READ, Reward)
@@ -219,21 +217,15 @@ class LoyaltyLedgerEntry(graphene.ObjectType):
 
     @staticmethod
     def resolve_interaction(root: LedgerEntry, info: Any) -> Any:
-        if root.interaction_id is None:
-            return None
-        return ctx(info).loader(InteractionByIdLoader).load(root.interaction_id)
+        return load_related(info, InteractionByIdLoader, root.interaction_id)
 
     @staticmethod
     def resolve_reward(root: LedgerEntry, info: Any) -> Any:
-        if root.reward_id is None:
-            return None
-        return ctx(info).loader(LoyaltyRewardByIdLoader).load(root.reward_id)
+        return load_related(info, LoyaltyRewardByIdLoader, root.reward_id)
 
     @staticmethod
     def resolve_actor(root: LedgerEntry, info: Any) -> Any:
-        if root.actor_id is None:
-            return None
-        return ctx(info).loader(AgentByIdLoader).load(root.actor_id)
+        return load_related(info, AgentByIdLoader, root.actor_id)
 
 
 LoyaltyLedgerConnection = connection(LoyaltyLedgerEntry, "LoyaltyLedgerEntry")
