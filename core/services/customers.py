@@ -13,6 +13,8 @@ from typing import Any
 
 from marshmallow import ValidationError
 from sqlalchemy import delete, func, insert, literal_column, select, update
+from sqlalchemy.dialects.postgresql import insert as pg_insert
+from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 
 from core.app import rapport
 from core.db import db, utcnow
@@ -81,15 +83,27 @@ def _set_tags(customer: Customer, tags: Sequence[str]) -> None:
 
 
 def _add_external_id(customer: Customer, source: str, external_id: str) -> None:
+    """Attach ``source`` + ``external_id`` to ``customer``, or say who holds it already.
+
+    INSERT ... ON CONFLICT DO NOTHING instead of check-then-insert: when two requests claim
+    the same id at once, PostgreSQL makes the second wait for the first and then skip, so
+    it gets this UserError rather than a unique-violation crash.
+    """
+    dialect_insert = pg_insert if db.session.get_bind().dialect.name == "postgresql" \
+        else sqlite_insert
+    claimed = db.session.scalar(
+        dialect_insert(CustomerExternalId)
+        .values(customer_id=customer.id, source=source, external_id=external_id)
+        .on_conflict_do_nothing(index_elements=["source", "external_id"])
+        .returning(CustomerExternalId.customer_id))
+    if claimed is not None:
+        return
     owner = db.session.scalar(select(CustomerExternalId.customer_id).where(
         CustomerExternalId.source == source, CustomerExternalId.external_id == external_id))
-    if owner is not None and owner != customer.id:
+    if owner != customer.id:
         raise UserError.single(
             f"External id {external_id!r} of source {source!r} already belongs to customer "
             f"{owner}.", ErrorCode.UNIQUE, "externalId")
-    if owner is None:
-        db.session.add(CustomerExternalId(customer_id=customer.id, source=source,
-                                          external_id=external_id))
 
 
 def tags_of(customer_ids: Sequence[int]) -> dict[int, list[str]]:

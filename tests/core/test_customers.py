@@ -188,3 +188,57 @@ def test_status_changes_only_through_the_service(app: Flask) -> None:
         CustomerStatus.CHURNED
     with pytest.raises(ValueError):
         customers.set_customer_status(customer.id, CustomerStatus.ERASED)
+
+
+def test_two_creates_racing_for_one_external_id_give_one_typed_error(
+        app: Flask, dialect: str) -> None:
+    """The second creator waits on the first's row and gets UNIQUE, not a crash."""
+    import threading
+
+    from sqlalchemy import create_engine, insert, text
+
+    from core.models import Customer as CustomerRow
+
+    if dialect != "postgresql":
+        pytest.skip("SQLite serialises writers: no race to lose")
+    # The first request: inserted, not yet committed, holding the unique key.
+    engine = create_engine(db.engine.url)
+    first = engine.connect()
+    first_tx = first.begin()
+    first_id = first.execute(insert(CustomerRow).values(
+        name="First", attributes={}, lifecycle_stage="customer", status="active",
+        created_at=dt.datetime.now(dt.timezone.utc),
+        updated_at=dt.datetime.now(dt.timezone.utc)).returning(CustomerRow.id)).scalar_one()
+    first.execute(insert(CustomerExternalId).values(customer_id=first_id, source="shop",
+                                                   external_id="RACE"))
+    outcome: dict[str, object] = {}
+
+    def second() -> None:
+        with app.app_context():
+            try:
+                customers.create_customer({"name": "Second", "source": "shop",
+                                           "external_id": "RACE"})
+                outcome["result"] = "created"
+            except UserError as exc:
+                outcome["result"] = [(e.field, e.code) for e in exc.errors]
+            except Exception as exc:  # noqa: BLE001 - the defect this test guards against
+                outcome["result"] = repr(exc)
+
+    worker = threading.Thread(target=second)
+    worker.start()
+    # Let the second request reach the unique index and wait on the first's row.
+    with engine.connect() as probe:
+        for _ in range(200):
+            waiting = probe.execute(text(
+                "SELECT count(*) FROM pg_stat_activity WHERE wait_event_type = 'Lock' "
+                "AND datname = current_database()")).scalar_one()
+            if waiting:
+                break
+            threading.Event().wait(0.05)
+    first_tx.commit()
+    first.close()
+    worker.join(timeout=30)
+    engine.dispose()
+    assert outcome["result"] == [("externalId", "UNIQUE")]
+    assert customers.find_by_external_id("shop", "RACE").id == first_id
+    assert db.session.scalar(select(func.count()).select_from(Customer)) == 1
