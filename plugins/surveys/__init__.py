@@ -1,0 +1,99 @@
+"""Surveys: questionnaires (NPS, rating, choice and text questions), responses collected
+through GraphQL or imported from CSV, and the response matrix the analyses run on.
+
+This module holds the hook implementations only. The work is done beside it: ``service``
+(define, open, close, submit; merge, erase, export), ``answers`` (each answer against its
+question), ``data`` (the response matrix), ``importer`` and ``cli`` (CSV import),
+``features`` (for churn), ``schema`` (GraphQL) and ``demo``. See docs/surveys.md.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import os
+import random
+from collections.abc import Sequence
+from typing import Any
+
+import click
+import pluggy
+
+from core import hookimpl
+from core.models import Customer
+
+from plugins.surveys import demo, features, hookspecs, schema, service
+from plugins.surveys.cli import surveys_group
+
+__version__ = "0.1.0"
+
+
+@hookimpl
+def rapport_add_hookspecs(plugin_manager: pluggy.PluginManager) -> None:
+    plugin_manager.add_hookspecs(hookspecs)
+
+
+@hookimpl
+def rapport_register_scopes() -> list[tuple[str, str]]:
+    return [("surveys:read", "Read surveys, their responses and analyses"),
+            ("surveys:write", "Create, edit, open and close surveys; see collection tokens; "
+                              "import responses"),
+            ("surveys:respond", "Submit survey responses (nothing else: for collection "
+                                "front ends)")]
+
+
+@hookimpl
+def rapport_migration_dirs() -> list[str]:
+    return [os.path.join(os.path.dirname(__file__), "migrations")]
+
+
+@hookimpl
+def rapport_customers_merged(survivor: Customer, merged_ids: list[int]) -> None:
+    service.merge_responses(survivor.id, merged_ids)
+
+
+@hookimpl
+def rapport_customer_erased(customer: Customer) -> dict[str, Any] | None:
+    return service.erase_personal_data(customer.id)
+
+
+@hookimpl
+def rapport_customer_export(customer: Customer) -> dict[str, Any] | None:
+    return service.export_section(customer.id)
+
+
+@hookimpl
+def rapport_graphql_customer_fields() -> dict[str, Any]:
+    return schema.customer_fields()
+
+
+@hookimpl
+def rapport_graphql_query_fields() -> dict[str, Any]:
+    return schema.query_fields()
+
+
+@hookimpl
+def rapport_graphql_mutations() -> dict[str, Any]:
+    return schema.MUTATIONS
+
+
+@hookimpl
+def rapport_graphql_types() -> list[Any]:
+    return schema.NODE_TYPES
+
+
+@hookimpl(optionalhook=True)
+def rapport_churn_features(customers: Any, as_of: dt.datetime) -> Any:
+    """Latest NPS, latest overall satisfaction (0-1), days since the last response (the
+    churn plugin's hook, used when it is installed)."""
+    return features.churn_features(customers, as_of)
+
+
+@hookimpl
+def rapport_demo_data(rng: random.Random, customers: Sequence[Customer], as_of: dt.datetime
+                      ) -> None:
+    demo.seed_demo(rng, customers, as_of)
+
+
+@hookimpl
+def rapport_cli_commands() -> list[click.Command]:
+    return [surveys_group]
