@@ -20,7 +20,7 @@ from api.types import (
 )
 from core.app import rapport
 from core.db import MAX_ID, db
-from core.errors import UserError
+from core.errors import ErrorCode, UserError
 from core.models import Agent, Alert, Customer, CustomerAttributeDefinition as AttributeRow
 from core.services import customers as customer_service
 from core.services.segments import customer_conditions, validate_filter
@@ -83,7 +83,10 @@ class CustomerOrder(graphene.InputObjectType):
     direction = OrderDirectionEnum(default_value=OrderDirection.ASC.value)
 
 
-def _filter_spec(raw: dict[str, Any] | None) -> dict[str, Any]:
+def customer_filter_spec(raw: dict[str, Any] | None) -> dict[str, Any]:
+    """A ``CustomerFilterInput`` as the validated spec ``customer_conditions`` takes, or a
+    ``UserError`` (fields relative to the filter: ``country.0``, ``ownerId``). For plugin
+    fields that take a segment and report typed errors."""
     data = plain(raw or {})
     for key in ("created_after", "created_before", "last_purchase_after",
                 "last_purchase_before"):
@@ -99,12 +102,16 @@ def _filter_spec(raw: dict[str, Any] | None) -> dict[str, Any]:
         try:
             data["owner_id"] = decode_global_id(data["owner_id"], "Agent")
         except ValueError as exc:
-            raise bad_input(f"filter.ownerId: {exc}") from None
+            raise UserError.single(str(exc), ErrorCode.INVALID, "ownerId") from None
     for cond in data.get("attributes") or []:
         if "in_" in cond:
             cond["in"] = cond.pop("in_")
+    return validate_filter(data)
+
+
+def _filter_spec(raw: dict[str, Any] | None) -> dict[str, Any]:
     try:
-        return validate_filter(data)
+        return customer_filter_spec(raw)
     except UserError as exc:
         raise bad_input("; ".join(f"filter.{e.field}: {e.message}" if e.field else e.message
                                   for e in exc.errors)) from None

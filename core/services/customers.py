@@ -182,21 +182,42 @@ def update_customer(customer_id: int, raw: Mapping[str, Any]) -> Customer:
 
 def set_customer_status(customer_id: int, status: CustomerStatus) -> Customer:
     """The one way to move a customer between active and churned (erasure has its own)."""
+    with transaction():
+        get_customer(customer_id)
+        change_customer_statuses([customer_id], status)
+    return get_customer(customer_id)
+
+
+def change_customer_statuses(customer_ids: Collection[int], status: CustomerStatus
+                             ) -> list[Customer]:
+    """``set_customer_status`` for many customers, in the caller's transaction.
+
+    For services that change statuses as part of a larger write (a batch of churn marks,
+    a purchase reactivating a churned customer inside ``recordInteractions``), so the whole
+    operation commits or rolls back together. Unknown ids are ignored; an erased customer
+    is a ``UserError``. Fires ``rapport_customer_updated`` for each customer whose status
+    changed, and returns those customers.
+    """
     if status == CustomerStatus.ERASED:
         raise ValueError("use erase_customer to erase")
-    with transaction():
-        customer = get_customer(customer_id)
-        if customer.status == CustomerStatus.ERASED:
-            raise UserError.single("An erased customer cannot change status.",
-                                   ErrorCode.NOT_ALLOWED, "id")
-        if customer.status != status:
-            old = customer.status
-            customer.status = status
-            customer.updated_at = utcnow()
-            db.session.flush()
-            rapport().hook.rapport_customer_updated(
-                customer=customer, changes={"status": (old, status)})
-    return customer
+    if not customer_ids:
+        return []
+    found = db.session.scalars(select(Customer).where(Customer.id.in_(set(customer_ids)))
+                               .order_by(Customer.id)).all()
+    if any(c.status == CustomerStatus.ERASED for c in found):
+        raise UserError.single("An erased customer cannot change status.",
+                               ErrorCode.NOT_ALLOWED, "id")
+    changed = [c for c in found if c.status != status]
+    now = utcnow()
+    old = {c.id: c.status for c in changed}
+    for customer in changed:
+        customer.status = status
+        customer.updated_at = now
+    db.session.flush()
+    for customer in changed:
+        rapport().hook.rapport_customer_updated(
+            customer=customer, changes={"status": (old[customer.id], status)})
+    return changed
 
 
 # --- bulk import -------------------------------------------------------------------------
@@ -483,6 +504,7 @@ def export_customer(customer_id: int) -> dict[str, Any]:
 __all__ = [
     "DuplicateGroup", "ErasureResult", "create_customer", "customer_ids_by_external_id",
     "erase_customer", "export_customer", "find_by_external_id", "find_duplicates",
-    "get_customer", "import_customers", "merge_customers", "set_customer_status",
+    "change_customer_statuses", "get_customer", "import_customers", "merge_customers",
+    "set_customer_status",
     "update_customer",
 ]

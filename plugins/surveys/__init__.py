@@ -4,7 +4,9 @@ through GraphQL or imported from CSV, and the response matrix the analyses run o
 This module holds the hook implementations only. The work is done beside it: ``service``
 (define, open, close, submit; merge, erase, export), ``answers`` (each answer against its
 question), ``data`` (the response matrix), ``importer`` and ``cli`` (CSV import),
-``features`` (for churn), ``schema`` (GraphQL) and ``demo``. See docs/surveys.md.
+``features`` (for churn), ``schema`` (GraphQL) and ``demo``; the analyses: ``stats``
+(numbers), ``analysis`` (load + analyse + save clusters), ``analysis_schema`` (GraphQL),
+``report`` (HTML) served by ``routes`` and ``cli``. See docs/surveys.md.
 """
 
 from __future__ import annotations
@@ -17,11 +19,12 @@ from typing import Any
 
 import click
 import pluggy
+from flask import Blueprint
 
 from core import hookimpl
 from core.models import Customer
 
-from plugins.surveys import demo, features, hookspecs, schema, service
+from plugins.surveys import demo, features, hookspecs, routes, schema, service
 from plugins.surveys.cli import surveys_group
 
 __version__ = "0.1.0"
@@ -97,3 +100,9 @@ def rapport_demo_data(rng: random.Random, customers: Sequence[Customer], as_of: 
 @hookimpl
 def rapport_cli_commands() -> list[click.Command]:
     return [surveys_group]
+
+
+@hookimpl
+def rapport_register_routes() -> list[Blueprint]:
+    """``GET /reports/surveys/<id>.html``: the HTML report (surveys:read)."""
+    return [routes.blueprint]

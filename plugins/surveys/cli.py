@@ -1,4 +1,5 @@
-"""``rapport surveys import SURVEY_ID FILE``: responses from CSV (docs/surveys.md)."""
+"""``rapport surveys import SURVEY_ID FILE``: responses from CSV; ``rapport surveys report
+SURVEY_ID --out report.html``: the HTML report of the analyses (docs/surveys.md)."""
 
 from __future__ import annotations
 
@@ -7,17 +8,21 @@ from pathlib import Path
 
 import click
 
+from core.db import MAX_ID
+from core.errors import UserError
+
 from core.importers import (
     DEFAULT_BATCH_SIZE, FileFormat, ImportFileError, ImportJob, RecordReader,
     default_rejects_path,
 )
 
+from plugins.surveys import analysis
 from plugins.surveys.importer import ResponseImporter, open_survey_import
 
 
 @click.group("surveys")
 def surveys_group() -> None:
-    """Surveys: import responses."""
+    """Surveys: import responses, write the analysis report."""
 
 
 @surveys_group.command("import")
@@ -52,3 +57,47 @@ def import_command(survey_id: int, file: Path, batch_size: int, rejects_path: Pa
                f"rejected: {report.rejected}")
     if report.rejected:
         click.echo(f"rejected rows and why: {report.rejects_path}")
+
+
+@surveys_group.command("report")
+@click.argument("survey_id", type=click.IntRange(1, MAX_ID))
+@click.option("--out", "out", required=True, type=click.Path(dir_okay=False, path_type=Path),
+              help="Where to write the HTML page.")
+@click.option("--city", multiple=True, help="Only customers in this city (repeatable).")
+@click.option("--country", multiple=True, help="Only customers of this country (ISO code).")
+@click.option("--tag", multiple=True, help="Only customers with this tag (repeat: all of them).")
+@click.option("--after", help="Only responses submitted at or after (ISO 8601).")
+@click.option("--before", help="Only responses submitted at or before (ISO 8601).")
+@click.option("--rotation", type=click.Choice(["varimax", "oblimin", "promax"]),
+              help="Factor rotation [default: varimax].")
+@click.option("--factors", type=int, help="Number of factors [default: parallel analysis].")
+@click.option("--clusters", type=int, help="Number of clusters [default: by silhouette].")
+def report_command(survey_id: int, out: Path, city: tuple[str, ...], country: tuple[str, ...],
+                   tag: tuple[str, ...], after: str | None, before: str | None,
+                   rotation: str | None, factors: int | None, clusters: int | None) -> None:
+    """Write the analysis report of SURVEY_ID (all responses, or a segment and/or period)
+    as one self-contained HTML page with its charts."""
+    options = {key: value for key, value in (("rotation", rotation), ("n_factors", factors),
+                                             ("n_clusters", clusters)) if value is not None}
+    period = {key: value for key, value in (("submitted_after", after),
+                                            ("submitted_before", before)) if value}
+    with click.progressbar(length=3, label="Survey report", file=sys.stderr) as bar:
+        try:
+            segment = analysis.segment_from_options(
+                {"city": city, "country": country, "tags_all": tag})
+            run = analysis.run_analysis(survey_id, segment=segment, period=period,
+                                        options=options)
+        except UserError as exc:
+            raise click.ClickException("; ".join(
+                f"{e.field}: {e.message}" if e.field else e.message for e in exc.errors)
+            ) from None
+        bar.update(2)
+        page = analysis.report_html(run)
+        bar.update(1)
+    try:
+        out.write_text(page, encoding="utf-8")
+    except OSError as exc:
+        raise click.ClickException(f"Cannot write {out}: {exc.strerror}") from None
+    click.echo(f"{out}: {run.analysis.n_responses:,} responses "
+               f"(loaded in {run.seconds['load']:.2f} s, analysed in "
+               f"{run.seconds['compute']:.2f} s)")

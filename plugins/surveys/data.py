@@ -11,6 +11,7 @@ elsewhere the items come as float columns (docs/surveys.md has the measurements)
 
 from __future__ import annotations
 
+import datetime as dt
 from collections import Counter
 from dataclasses import dataclass, field
 from typing import Any
@@ -146,9 +147,12 @@ def _id_select(customer_ids: Selectable) -> Select[Any]:
     return select(*customer_ids.c)  # type: ignore[attr-defined]
 
 
-def load_matrix(survey: Survey, customer_ids: Selectable | None = None) -> ResponseMatrix:
+def load_matrix(survey: Survey, customer_ids: Selectable | None = None, *,
+                submitted_after: dt.datetime | None = None,
+                submitted_before: dt.datetime | None = None) -> ResponseMatrix:
     """Every response of ``survey`` (or those of the customers ``customer_ids`` selects: a
-    selectable of one column of customer ids, e.g. a segment) as a ``ResponseMatrix``."""
+    selectable of one column of customer ids, e.g. a segment; and/or those submitted in
+    ``[submitted_after, submitted_before]``) as a ``ResponseMatrix``."""
     if customer_ids is not None and survey.anonymous:
         raise UserError.single("An anonymous survey keeps no customers: it cannot be "
                                "filtered by segment.", ErrorCode.NOT_ALLOWED, "filter")
@@ -160,6 +164,10 @@ def load_matrix(survey: Survey, customer_ids: Selectable | None = None) -> Respo
     conditions: list[Any] = [Response.survey_id == survey.id]
     if customer_ids is not None:
         conditions.append(Response.customer_id.in_(_id_select(customer_ids)))
+    if submitted_after is not None:
+        conditions.append(Response.submitted_at >= submitted_after)
+    if submitted_before is not None:
+        conditions.append(Response.submitted_at <= submitted_before)
     if db.session.get_bind().dialect.name == "postgresql":
         table = _rows_postgresql(items, conditions)
     else:

@@ -15,6 +15,9 @@ class SurveyErrorCode:
     #: Anonymous survey: missing or wrong collection token, or a customer was named.
     ANONYMITY = "ANONYMITY"
     CUSTOMER_ERASED = "CUSTOMER_ERASED"
+    #: Too few usable responses for what was asked (e.g. saving clusters that could not be
+    #: computed); the message carries the analysis's explanation.
+    INSUFFICIENT_DATA = "INSUFFICIENT_DATA"
 
 
 CODES = [v for k, v in vars(SurveyErrorCode).items() if k.isupper()]

@@ -13,6 +13,7 @@ from collections.abc import Sequence
 from typing import Any, Protocol
 
 import numpy as np
+from matplotlib.figure import Figure
 
 from core.reports import PALETTE, HtmlReport, Section, figure_svg, fmt, new_figure, style_axes
 from plugins.surveys.stats.types import (
@@ -50,6 +51,11 @@ def _matrix(values: Sequence[Sequence[float | None]]) -> np.ndarray:
 
 def _heatmap(matrix: np.ndarray, rows: Sequence[str], columns: Sequence[str], title: str,
              annotate: bool) -> str:
+    return figure_svg(heatmap_figure(matrix, rows, columns, title, annotate))
+
+
+def heatmap_figure(matrix: np.ndarray, rows: Sequence[str], columns: Sequence[str],
+                   title: str, annotate: bool) -> Figure:
     fig = new_figure(max(4.5, 1.6 + 0.45 * len(columns)), _height(len(rows)) + 0.6)
     ax = fig.gca()
     masked = np.ma.masked_invalid(matrix)
@@ -63,7 +69,7 @@ def _heatmap(matrix: np.ndarray, rows: Sequence[str], columns: Sequence[str], ti
             ax.text(j, i, text, ha="center", va="center", fontsize=7,
                     color="white" if not np.isnan(value) and abs(value) > 0.6 else "#111827")
     fig.colorbar(image, ax=ax, shrink=0.8)
-    return figure_svg(fig)
+    return fig
 
 
 # --- Charts ---------------------------------------------------------------------------------
@@ -101,6 +107,10 @@ def means_chart(summaries: Sequence[ItemSummary]) -> str:
 
 
 def drivers_chart(drivers: DriverResult, analysis: SurveyAnalysis) -> str:
+    return figure_svg(drivers_figure(drivers, analysis))
+
+
+def drivers_figure(drivers: DriverResult, analysis: SurveyAnalysis) -> Figure:
     rows = drivers.drivers
     fig = new_figure(7.0, _height(len(rows)))
     ax = fig.gca()
@@ -113,14 +123,19 @@ def drivers_chart(drivers: DriverResult, analysis: SurveyAnalysis) -> str:
                color=PALETTE[1], zorder=3, label="correlation with the overall item")
     ax.set_yticks(positions, labels, fontsize=8)
     ax.axvline(0, color="#9ca3af", linewidth=0.8)
-    ax.legend(fontsize=8, loc="lower right")
+    # Outside the axes: inside, it would hide the bars and dots it lands on.
+    fig.legend(fontsize=8, loc="outside lower center", ncols=2, frameon=False)
     ax.set_title(f"Key drivers of {_labels(analysis, [drivers.overall_key or ''])[0]}",
                  fontsize=10)
     style_axes(ax)
-    return figure_svg(fig)
+    return fig
 
 
 def profiles_chart(clusters: ClusterResult, analysis: SurveyAnalysis) -> str:
+    return figure_svg(profiles_figure(clusters, analysis))
+
+
+def profiles_figure(clusters: ClusterResult, analysis: SurveyAnalysis) -> Figure:
     labels = _labels(analysis, clusters.keys)
     fig = new_figure(max(6.0, 1.5 + 0.45 * len(labels)), 3.6)
     ax = fig.gca()
@@ -130,9 +145,9 @@ def profiles_chart(clusters: ClusterResult, analysis: SurveyAnalysis) -> str:
                 label=f"cluster {profile.cluster + 1} ({profile.share:.0%})")
     ax.set_xticks(range(len(labels)), labels, rotation=60, ha="right", fontsize=8)
     ax.set_ylabel("mean answer")
-    ax.legend(fontsize=8)
+    fig.legend(fontsize=8, loc="outside right upper", frameon=False)
     style_axes(ax)
-    return figure_svg(fig)
+    return fig
 
 
 # --- Sections -------------------------------------------------------------------------------
@@ -287,7 +302,8 @@ def _factors(report: HtmlReport, analysis: SurveyAnalysis, result: FactorResult)
                   caption="Loadings (pattern matrix for oblique rotations)")
     section.table(["Factor", "Variance explained"],
                   [[f, f"{v:.1%}"] for f, v in zip(factors, result.variance_explained)],
-                  caption="Variance explained (sum of squared loadings / items)")
+                  caption="Variance explained (common variance of each factor / items; "
+                  "with correlated factors: pattern x structure loadings)")
     if result.rotation in ("oblimin", "promax"):
         section.table(["", *factors], [[f, *row] for f, row in
                                        zip(factors, result.factor_correlations)],
@@ -298,7 +314,8 @@ def _factors(report: HtmlReport, analysis: SurveyAnalysis, result: FactorResult)
                   caption="Eigenvalues of the correlation matrix against random data")
 
 
-def _reliability(report: HtmlReport, scales: Sequence[ReliabilityResult]) -> None:
+def _reliability(report: HtmlReport, analysis: SurveyAnalysis,
+                 scales: Sequence[ReliabilityResult]) -> None:
     if not scales:
         return
     section = report.section("Reliability", "Cronbach's alpha per scale; reverse-keyed "
@@ -312,8 +329,10 @@ def _reliability(report: HtmlReport, scales: Sequence[ReliabilityResult]) -> Non
                           f"mean {fmt(scale.score_mean)}, SD {fmt(scale.score_sd)}.")
         _warnings(section, scale.warnings)
         section.table(["Item", "Reverse-keyed", "Alpha if deleted", "Item-total r"],
-                      [[a.key, a.key in scale.reversed_items, a.alpha,
-                        a.item_total_correlation] for a in scale.alpha_if_deleted],
+                      [[label, a.key in scale.reversed_items, a.alpha,
+                        a.item_total_correlation] for a, label in zip(
+                          scale.alpha_if_deleted,
+                          _labels(analysis, [a.key for a in scale.alpha_if_deleted]))],
                       caption=f"Scale {scale.name}")
 
 
@@ -364,7 +383,7 @@ def render_report(survey_title: str, analysis: SurveyAnalysis, *,
     _drivers(report, analysis, analysis.drivers)
     _correlations(report, analysis, analysis.correlations)
     _factors(report, analysis, analysis.factors)
-    _reliability(report, analysis.reliability)
+    _reliability(report, analysis, analysis.reliability)
     _clusters(report, analysis, analysis.clusters)
     _data_notes(report, analysis)
     return report.render()

@@ -1,6 +1,7 @@
 """GraphQL: ``surveys``, ``survey``, ``Customer.surveyResponses`` and the mutations
 ``createSurvey``, ``updateSurvey``, ``openSurvey``, ``closeSurvey``,
-``submitSurveyResponse``.
+``submitSurveyResponse``; ``Survey.analysis`` and ``saveSurveyClusters`` come from
+``analysis_schema``.
 
 Scopes: ``surveys:read`` reads, ``surveys:write`` defines and moves surveys (and alone
 sees an anonymous survey's ``collectionToken``), ``surveys:respond`` submits responses.
@@ -26,6 +27,7 @@ from api.types import decode_global_id
 from core.db import db
 
 from plugins.surveys import service
+from plugins.surveys.analysis_schema import SaveSurveyClusters, analysis_field
 from plugins.surveys.errors import CODES
 from plugins.surveys.loaders import (
     QuestionsBySurveyLoader, ResponseByIdLoader, ResponseCountByCustomerLoader,
@@ -186,6 +188,7 @@ class SurveyNode(graphene.ObjectType):
     responses = graphene.Field(SurveyResponseConnection, required=True,
                                first=graphene.Int(description="At most 100."),
                                after=graphene.String(), description="Newest first.")
+    analysis = analysis_field()
 
     @classmethod
     def get_node(cls, info: Any, id: str) -> Any:
@@ -439,6 +442,7 @@ def query_fields() -> dict[str, graphene.Field]:
 MUTATIONS: dict[str, type[RapportMutation]] = {
     "createSurvey": CreateSurvey, "updateSurvey": UpdateSurvey, "openSurvey": OpenSurvey,
     "closeSurvey": CloseSurvey, "submitSurveyResponse": SubmitSurveyResponse,
+    "saveSurveyClusters": SaveSurveyClusters,
 }
 
 NODE_TYPES = [SurveyNode, SurveyResponseNode]

@@ -43,6 +43,9 @@ def _check_arguments(items: Sequence[Item], options: AnalysisOptions) -> None:
         if item.kind not in ("NPS", "RATING") or item.scale_min > item.scale_max:
             raise ValueError(f"item {item.key!r}: kind NPS or RATING with scale_min <= "
                              "scale_max")
+        if item.kind == "NPS" and (item.scale_min, item.scale_max) != (0, 10):
+            raise ValueError(f"item {item.key!r}: an NPS item is answered on 0-10, not "
+                             f"{item.scale_min}-{item.scale_max}")
     if options.rotation not in ("varimax", "oblimin", "promax"):
         raise ValueError(f"unknown rotation {options.rotation!r}")
     if options.missing not in ("auto", "listwise", "mean"):

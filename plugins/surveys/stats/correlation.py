@@ -86,8 +86,12 @@ def correlate(items: Sequence[Item], cross: np.ndarray, offsets: np.ndarray
     explanation = "" if not missing else (
         f"{missing} pair(s) have no coefficient (fewer than 2 shared answers, or an item "
         "that does not vary among them).")
-    return CorrelationResult(True, explanation, PAIRWISE, [it.key for it in items], pearson,
-                             pearson_p, spearman, spearman_p, counts)
+    if missing == p * (p - 1) // 2:
+        explanation = ("No pair of items has a coefficient: each needs at least 2 responses "
+                       "that answered both items, with answers that vary.")
+    return CorrelationResult(missing < p * (p - 1) // 2, explanation, PAIRWISE,
+                             [it.key for it in items], pearson, pearson_p, spearman,
+                             spearman_p, counts)
 
 
 def relative_weights(rxx: np.ndarray, rxy: np.ndarray) -> np.ndarray:

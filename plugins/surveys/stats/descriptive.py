@@ -18,11 +18,17 @@ from plugins.surveys.stats.types import CsatResult, Frequency, Item, ItemSummary
 Z_95 = 1.959963984540054
 """Two-sided 95% quantile of the standard normal distribution."""
 
-NPS_METHOD = ("NPS = % promoters (9-10) - % detractors (0-6). 95% confidence interval by the "
-              "normal approximation: answers coded +1 (promoter), 0 (passive), -1 "
-              "(detractor); standard error = sqrt(variance of the code / n) x 100, with the "
-              "variance p_promoters + p_detractors - (p_promoters - p_detractors)^2; the "
-              "interval is clipped to -100..100.")
+NPS_PSEUDO_N = 3.0
+NPS_PSEUDO_EACH = 0.75
+"""Adjusted Wald (Rocks 2016): 3 pseudo-answers, 3/4 of them promoters, 3/4 detractors."""
+
+NPS_METHOD = ("NPS = % promoters (9-10) - % detractors (0-6). 95% confidence interval: "
+              "adjusted Wald (Rocks 2016), a normal approximation after adding 3 to n and "
+              "3/4 to the promoters and to the detractors; standard error = sqrt((p_pro + "
+              "p_det - (p_pro - p_det)^2) / (n + 3)) x 100 with the adjusted shares, "
+              "centred on the adjusted score; the interval is widened to contain the "
+              "observed score and clipped to -100..100. Unlike the plain Wald interval it "
+              "never has zero width when every answer falls in one group.")
 
 
 def frequency_median(values: np.ndarray, counts: np.ndarray) -> float | None:
@@ -66,11 +72,21 @@ def net_promoter(item: Item, counts: np.ndarray) -> NpsResult:
                          NPS_METHOD + " No answers: nothing to compute.")
     p_pro, p_det = promoters / n, detractors / n
     score = 100.0 * (p_pro - p_det)
-    variance = p_pro + p_det - (p_pro - p_det) ** 2
-    half = Z_95 * 100.0 * math.sqrt(max(variance, 0.0) / n)
+    low, high = nps_interval(promoters, detractors, n)
     return NpsResult(item.key, n, promoters, passives, detractors, 100.0 * p_pro,
-                     100.0 * passives / n, 100.0 * p_det, score, max(-100.0, score - half),
-                     min(100.0, score + half), NPS_METHOD)
+                     100.0 * passives / n, 100.0 * p_det, score, min(low, score),
+                     max(high, score), NPS_METHOD)
+
+
+def nps_interval(promoters: int, detractors: int, n: int) -> tuple[float, float]:
+    """The adjusted Wald 95% interval of the NPS (-100..100)."""
+    adjusted = n + NPS_PSEUDO_N
+    p_pro = (promoters + NPS_PSEUDO_EACH) / adjusted
+    p_det = (detractors + NPS_PSEUDO_EACH) / adjusted
+    centre = 100.0 * (p_pro - p_det)
+    variance = p_pro + p_det - (p_pro - p_det) ** 2
+    half = Z_95 * 100.0 * math.sqrt(max(variance, 0.0) / adjusted)
+    return max(-100.0, centre - half), min(100.0, centre + half)
 
 
 def top_two_box(item: Item, counts: np.ndarray) -> CsatResult:

@@ -15,8 +15,11 @@
   more, and the reported communality says so rather than hiding it.
 - Rotation (Kaiser-normalised rows in all three): varimax (orthogonal, the classic SVD
   iteration); oblimin with gamma = 0 (quartimin) by Jennrich's gradient projection
-  algorithm; promax (power 4) from the varimax solution. Factors are signed so their
-  loadings sum positive and ordered by explained variance.
+  algorithm; promax (power 4) from the varimax solution. Factors (a single one too) are
+  signed so their loadings sum positive and ordered by explained variance.
+- Variance explained per factor: diag(Phi P'P) / p (pattern times structure), which adds
+  up to the mean communality under any rotation; for oblique rotations the squared pattern
+  loadings alone would leave out what correlated factors share.
 """
 
 from __future__ import annotations
@@ -171,6 +174,21 @@ def promax(loadings: np.ndarray, power: int = 4) -> tuple[np.ndarray, np.ndarray
     """Pattern loadings and factor correlations: varimax, then a least-squares fit to the
     target of the varimax loadings raised to ``power`` (sign kept), columns rescaled."""
     rotated, _ = varimax(loadings)
+    empty = np.flatnonzero(np.abs(rotated).max(axis=0) < 1e-12)
+    if empty.size:
+        # A factor without loadings has no target to fit (its column of the transform
+        # would be zero, a singular matrix): leave it as varimax gave it, uncorrelated.
+        kept = np.setdiff1d(np.arange(rotated.shape[1]), empty)
+        pattern, phi = np.array(rotated), np.eye(rotated.shape[1])
+        if kept.size > 1:
+            part, part_phi = _promax_target(rotated[:, kept], power)
+            pattern[:, kept] = part
+            phi[np.ix_(kept, kept)] = part_phi
+        return pattern, phi
+    return _promax_target(rotated, power)
+
+
+def _promax_target(rotated: np.ndarray, power: int) -> tuple[np.ndarray, np.ndarray]:
     target = rotated * np.abs(rotated) ** (power - 1)
     transform = np.linalg.lstsq(rotated, target, rcond=None)[0]
     transform = transform * np.sqrt(np.diagonal(np.linalg.inv(transform.T @ transform)))
@@ -187,8 +205,8 @@ class Rotated:
 def rotate(loadings: np.ndarray, method: str) -> Rotated:
     k = loadings.shape[1]
     if k == 1:
-        return Rotated(loadings, np.eye(1), True)
-    if method == "varimax":
+        result = Rotated(loadings, np.eye(1), True)
+    elif method == "varimax":
         rotated, _ = varimax(loadings)
         result = Rotated(rotated, np.eye(k), True)
     elif method == "oblimin":
@@ -198,10 +216,18 @@ def rotate(loadings: np.ndarray, method: str) -> Rotated:
     else:
         raise ValueError(f"unknown rotation {method!r}")
     signs = np.where(result.loadings.sum(axis=0) < 0, -1.0, 1.0)
-    order = np.argsort(-(result.loadings ** 2).sum(axis=0), kind="stable")
+    order = np.argsort(-explained_variance(result.loadings, result.correlations),
+                       kind="stable")
     pattern = (result.loadings * signs)[:, order]
     phi = (result.correlations * np.outer(signs, signs))[np.ix_(order, order)]
     return Rotated(pattern, phi, result.converged)
+
+
+def explained_variance(pattern: np.ndarray, phi: np.ndarray) -> np.ndarray:
+    """Common variance per factor: diag(Phi P'P), the column sums of pattern x structure.
+    They add up to the sum of the communalities for any rotation; for an orthogonal one
+    they are the sums of squared loadings."""
+    return (pattern * (pattern @ phi)).sum(axis=0)
 
 
 def _rounded(matrix: np.ndarray) -> list[list[float]]:
@@ -268,7 +294,7 @@ def factor_analysis(keys: Sequence[str], data: CompleteData, options: AnalysisOp
         requested, [float(v) for v in eigenvalues], [float(v) for v in thresholds], kaiser,
         parallel, _rounded(rotated.loadings), _rounded(structure),
         _rounded(rotated.correlations),
-        [float(v) for v in (rotated.loadings ** 2).sum(axis=0) / p],
+        [float(v) for v in explained_variance(rotated.loadings, rotated.correlations) / p],
         [float(v) for v in communalities], finite(overall_kmo),
         [ItemAdequacy(key, finite(item_kmo[i]), finite(communalities[i]))
          for i, key in enumerate(keys)],

@@ -44,6 +44,16 @@ def scale_reliability(scale: ScaleSpec, items: Sequence[Item], values: np.ndarra
         result.explanation = (f"Scale '{scale.name}' names items that are not NPS or rating "
                               f"questions of this survey: {', '.join(unknown)}.")
         return result
+    repeated = sorted({k for k in scale.items if scale.items.count(k) > 1})
+    if repeated:
+        result.explanation = (f"Scale '{scale.name}' names {', '.join(repeated)} more than "
+                              "once; each item may count once in a scale.")
+        return result
+    outside = [k for k in scale.reversed_items if k not in scale.items]
+    if outside:
+        result.warnings.append(
+            f"Scale '{scale.name}' marks {', '.join(repr(k) for k in outside)} as "
+            "reverse-keyed, but that is not one of its items: ignored.")
     if len(scale.items) < 2:
         result.explanation = f"Scale '{scale.name}' needs at least two items for an alpha."
         return result

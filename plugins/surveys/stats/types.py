@@ -223,7 +223,8 @@ class FactorResult(MultivariateResult):
     """Item-factor correlations (equal to the loadings for orthogonal rotations)."""
     factor_correlations: list[list[float]] = field(default_factory=list)
     variance_explained: list[float] = field(default_factory=list)
-    """Sum of squared loadings of each factor / number of items (0-1)."""
+    """Common variance of each factor / number of items (0-1): diag(Phi P'P) / p, the sum of
+    squared loadings for varimax; the factors add up to the mean communality."""
     communalities: list[float] = field(default_factory=list)
     kmo: float | None = None
     items: list[ItemAdequacy] = field(default_factory=list)

@@ -66,11 +66,15 @@ def test_nps_score_and_confidence_interval_by_hand() -> None:
     assert (nps.promoters, nps.passives, nps.detractors) == (50, 30, 20)
     assert (nps.promoters_pct, nps.passives_pct, nps.detractors_pct) == (50.0, 30.0, 20.0)
     assert nps.score == pytest.approx(30.0)
-    codes = np.where(answers >= 9, 1.0, np.where(answers <= 6, -1.0, 0.0))
-    half = 1.959964 * 100 * math.sqrt(codes.var() / codes.size)  # 15.31
-    assert half == pytest.approx(15.3078, abs=1e-3)
-    assert nps.ci_low == pytest.approx(30 - half, abs=1e-4)
-    assert nps.ci_high == pytest.approx(30 + half, abs=1e-4)
+    # Adjusted Wald (Rocks 2016): 3 pseudo-answers, 3/4 promoter and 3/4 detractor.
+    codes = np.r_[np.where(answers >= 9, 1.0, np.where(answers <= 6, -1.0, 0.0)), 1, -1, 0]
+    weights = np.r_[np.ones(100), 0.75, 0.75, 1.5]
+    centre = 100 * np.average(codes, weights=weights)
+    variance = np.average(codes ** 2, weights=weights) - (centre / 100) ** 2
+    half = 1.959964 * 100 * math.sqrt(variance / weights.sum())
+    assert half == pytest.approx(15.075, abs=1e-3)
+    assert nps.ci_low == pytest.approx(centre - half, abs=1e-4)
+    assert nps.ci_high == pytest.approx(centre + half, abs=1e-4)
     assert "normal approximation" in nps.method
     assert result.csat == []
 
@@ -78,7 +82,7 @@ def test_nps_score_and_confidence_interval_by_hand() -> None:
 def test_nps_interval_is_clipped_to_the_score_range() -> None:
     result = analyse(np.array([[10.0], [9.0], [10.0]]), [Item("nps", "NPS", 0, 10)])
     nps = result.nps[0]
-    assert nps.score == 100.0 and nps.ci_high == 100.0 and nps.ci_low == 100.0
+    assert nps.score == 100.0 and nps.ci_high == 100.0 and -100.0 < nps.ci_low < 100.0
 
 
 def test_csat_is_the_top_two_box() -> None:

@@ -1,0 +1,101 @@
+"""Churn: churn records and reactivation, win-back campaigns, the monthly churn report
+with a churn-rate jump alert, and the features and BTYD summaries the churn models learn
+from (computed in SQL, with every installed plugin's ``rapport_churn_features``).
+
+This module holds the hook implementations only. The work is done beside it: ``service``
+(the operations the API, the importer and the CLI call), ``features``, ``report``,
+``importer``, ``schema`` (GraphQL), ``cli`` and ``demo``. See docs/churn.md.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import os
+import random
+from collections.abc import Sequence
+from typing import Any
+
+import click
+import pluggy
+
+from core import hookimpl
+from core.models import Customer, Interaction
+
+from plugins.churn import demo, hookspecs, schema, service
+from plugins.churn.cli import churn_group
+
+__version__ = "0.1.0"
+
+
+@hookimpl
+def rapport_add_hookspecs(plugin_manager: pluggy.PluginManager) -> None:
+    plugin_manager.add_hookspecs(hookspecs)
+
+
+@hookimpl
+def rapport_register_scopes() -> list[tuple[str, str]]:
+    return [("churn:read", "Read churn records, scores, the churn report and win-back data"),
+            ("churn:write", "Mark customers churned or reactivated, run win-back campaigns")]
+
+
+@hookimpl
+def rapport_migration_dirs() -> list[str]:
+    return [os.path.join(os.path.dirname(__file__), "migrations")]
+
+
+@hookimpl
+def rapport_interaction_recorded(interaction: Interaction) -> None:
+    """A purchase after the churn date brings a churned customer back."""
+    if interaction.kind == service.PURCHASE:
+        service.reactivate_on_purchases([interaction.id])
+
+
+@hookimpl
+def rapport_interactions_recorded(interaction_ids: list[int]) -> None:
+    service.reactivate_on_purchases(interaction_ids)
+
+
+@hookimpl
+def rapport_customers_merged(survivor: Customer, merged_ids: list[int]) -> None:
+    service.merge_churn_data(survivor.id, merged_ids)
+
+
+@hookimpl
+def rapport_customer_erased(customer: Customer) -> dict[str, Any] | None:
+    return service.erase_personal_data(customer.id)
+
+
+@hookimpl
+def rapport_customer_export(customer: Customer) -> dict[str, Any] | None:
+    return service.export_section(customer.id)
+
+
+@hookimpl
+def rapport_graphql_customer_fields() -> dict[str, Any]:
+    return schema.customer_fields()
+
+
+@hookimpl
+def rapport_graphql_query_fields() -> dict[str, Any]:
+    return schema.query_fields()
+
+
+@hookimpl
+def rapport_graphql_mutations() -> dict[str, Any]:
+    return schema.MUTATIONS
+
+
+@hookimpl
+def rapport_graphql_types() -> list[Any]:
+    return schema.NODE_TYPES
+
+
+@hookimpl
+def rapport_cli_commands() -> list[click.Command]:
+    return [churn_group]
+
+
+@hookimpl
+def rapport_demo_data(rng: random.Random, customers: Sequence[Customer], as_of: dt.datetime
+                      ) -> None:
+    demo.seed_demo(rng, customers, as_of)

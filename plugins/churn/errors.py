@@ -1,0 +1,18 @@
+"""The churn domain's error codes (beyond core's INVALID, REQUIRED, NOT_FOUND, ...)."""
+
+from __future__ import annotations
+
+
+class ChurnErrorCode:
+    UNKNOWN_TYPE = "UNKNOWN_TYPE"
+    UNKNOWN_REASON = "UNKNOWN_REASON"
+    BEFORE_CUSTOMER_EXISTED = "BEFORE_CUSTOMER_EXISTED"
+    IN_THE_FUTURE = "IN_THE_FUTURE"
+    ALREADY_CHURNED = "ALREADY_CHURNED"
+    NOT_CHURNED = "NOT_CHURNED"
+    CUSTOMER_ERASED = "CUSTOMER_ERASED"
+    ALREADY_RESOLVED = "ALREADY_RESOLVED"
+    CAMPAIGN_ENDED = "CAMPAIGN_ENDED"
+
+
+CODES = [v for k, v in vars(ChurnErrorCode).items() if k.isupper()]

@@ -1,0 +1,441 @@
+"""Churn features and BTYD summaries, computed in the database as of a date.
+
+``feature_select(customers, spec)`` is one SELECT for a selectable of customer ids: a
+GROUP BY over their interactions dated on or before ``as_of`` (recency, frequency,
+monetary value and tenure from purchases in the base currency; counts of every
+interaction kind in 30/90/365-day windows and a 90-day trend), their demographics and
+declared custom attributes, and every installed plugin's ``rapport_churn_features``
+contribution, LEFT JOINed. ``feature_chunks`` runs it over keyset chunks of customer ids,
+so scoring a million customers holds one chunk in memory at a time.
+
+Missing values (docs/churn.md, "Features"):
+
+- no purchase by ``as_of``: ``recency_days`` = ``tenure_days`` (as if the last activity
+  were the start of the relationship), ``frequency`` = ``monetary`` =
+  ``avg_order_value`` = 0 and ``no_purchase`` = 1;
+- no interaction at all: ``days_since_last_interaction`` = ``tenure_days``;
+- unknown birth date: ``age_years`` = 0 and ``age_missing`` = 1; unknown gender,
+  education or income band: every one-hot column 0;
+- a declared number or boolean attribute absent (or of another JSON type): 0 and
+  ``attr_<key>_missing`` = 1; a category attribute: every one-hot column 0;
+- a plugin's NULL: 0 and ``<column>_missing`` = 1.
+
+``btyd_select`` gives the summary the BG/NBD and Gamma-Gamma models need (CONTRACTS.md,
+"Statistics conventions"): purchases grouped per day of RAPPORT_TIMEZONE (the offset it
+has at ``as_of``), frequency = number of repeat purchase days, recency = last purchase day
+minus first, T = ``as_of``'s day minus first, monetary = mean total of the repeat days;
+in days or weeks.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import re
+from collections.abc import Iterator, Sequence
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+import numpy as np
+from sqlalchemy import (
+    Boolean, ColumnElement, Float, Integer, Select, and_, case, cast, exists, extract, func,
+    literal, or_, select, text,
+)
+from sqlalchemy.sql import FromClause
+
+from core.app import rapport
+from core.db import MONEY_SCALE, UTCDateTime, db
+from core.models import (
+    AttributeType, Customer, CustomerAttributeDefinition, CustomerStatus, Interaction,
+)
+
+from plugins.churn.models import TimeUnit
+
+WINDOWS = (30, 90, 365)
+TREND_DAYS = 90
+DEMOGRAPHICS = ("gender", "education", "income_band")
+#: One-hot columns per demographic field: the most frequent values.
+MAX_CATEGORIES = 12
+DEFAULT_CHUNK = 10_000
+PURCHASE = "purchase"
+_MONEY_UNIT = float(10 ** MONEY_SCALE)
+
+#: (low, high]: the customer ids of a keyset chunk.
+IdRange = tuple[int, int]
+
+
+def _dialect() -> str:
+    return db.session.get_bind().dialect.name
+
+
+def column_part(value: str) -> str:
+    """A value as a column-name part: lowercase letters, digits and underscores."""
+    return re.sub(r"[^a-z0-9]+", "_", value.strip().lower()).strip("_") or "blank"
+
+
+# --- What the features are -----------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class FeatureSpec:
+    """Everything that fixes the feature columns besides the installed plugins: the
+    interaction kinds, the demographic categories and the declared attributes. Stored
+    with a model version (``to_json``) so scoring builds the columns it was trained on."""
+
+    as_of: dt.datetime
+    base_currency: str
+    kinds: tuple[str, ...]
+    demographics: dict[str, tuple[str, ...]] = field(default_factory=dict)
+    #: (key, type, categories) of declared number / boolean / category attributes.
+    attributes: tuple[tuple[str, str, tuple[str, ...]], ...] = ()
+
+    def to_json(self) -> str:
+        data = asdict(self)
+        data["as_of"] = self.as_of.isoformat()
+        return json.dumps(data)
+
+    @classmethod
+    def from_json(cls, text: str) -> FeatureSpec:
+        data = json.loads(text)
+        return cls(as_of=dt.datetime.fromisoformat(data["as_of"]),
+                   base_currency=data["base_currency"], kinds=tuple(data["kinds"]),
+                   demographics={k: tuple(v) for k, v in data["demographics"].items()},
+                   attributes=tuple((k, t, tuple(c)) for k, t, c in data["attributes"]))
+
+    def at(self, as_of: dt.datetime) -> FeatureSpec:
+        """The same columns as of another date (scoring with a model fitted earlier)."""
+        return FeatureSpec(as_of, self.base_currency, self.kinds, self.demographics,
+                           self.attributes)
+
+
+def feature_spec(as_of: dt.datetime) -> FeatureSpec:
+    """The spec for the current registries and data: one query per demographic field."""
+    state = rapport()
+    demographics: dict[str, tuple[str, ...]] = {}
+    for name in DEMOGRAPHICS:
+        column = getattr(Customer, name)
+        values = db.session.scalars(
+            select(column).where(column.is_not(None), Customer.created_at <= as_of)
+            .group_by(column).order_by(func.count().desc(), column).limit(MAX_CATEGORIES)).all()
+        demographics[name] = tuple(sorted({v for v in values if v.strip()}))
+    attributes = tuple(
+        (d.key, d.type.value, tuple(d.categories or ()))
+        for d in db.session.scalars(select(CustomerAttributeDefinition).where(
+            CustomerAttributeDefinition.type.in_(
+                [AttributeType.NUMBER, AttributeType.BOOLEAN, AttributeType.CATEGORY]))
+            .order_by(CustomerAttributeDefinition.key)))
+    return FeatureSpec(as_of, state.settings.base_currency,
+                       tuple(sorted(state.interaction_kinds)), demographics, attributes)
+
+
+# --- SQL helpers that differ between the databases -------------------------------------------
+
+
+def _days_between(later: Any, earlier: Any) -> ColumnElement[float]:
+    """Fractional days from ``earlier`` to ``later`` (timestamps)."""
+    if _dialect() == "sqlite":
+        return cast(func.julianday(later) - func.julianday(earlier), Float)
+    return cast(extract("epoch", later - earlier) / 86400.0, Float)
+
+
+def _epoch_days(moment: Any) -> ColumnElement[float]:
+    if _dialect() == "sqlite":
+        return cast(func.julianday(moment) - 2440587.5, Float)
+    return cast(extract("epoch", moment) / 86400.0, Float)
+
+
+def _floor(value: ColumnElement[float]) -> ColumnElement[int]:
+    if _dialect() == "sqlite":  # positive values only: truncation is the floor
+        return cast(value, Integer)
+    return cast(func.floor(value), Integer)
+
+
+def _age_years(as_of: dt.datetime) -> ColumnElement[float]:
+    day = as_of.date()
+    if _dialect() == "sqlite":
+        days = func.julianday(literal(day.isoformat())) - func.julianday(Customer.birth_date)
+    else:
+        days = literal(day) - Customer.birth_date
+    return cast(days, Float) / 365.25
+
+
+def _json_number(key: str) -> ColumnElement[Any]:
+    """The attribute as a float when it is a JSON number, else NULL (never a cast error)."""
+    if _dialect() == "sqlite":
+        path = f'$."{key}"'
+        return case((func.json_type(Customer.attributes, path).in_(["integer", "real"]),
+                     cast(func.json_extract(Customer.attributes, path), Float)))
+    value = Customer.attributes.op("->")(key)
+    return case((func.jsonb_typeof(value) == "number",
+                 cast(Customer.attributes.op("->>")(key), Float)))
+
+
+def _json_flag(key: str) -> ColumnElement[Any]:
+    """1.0 / 0.0 for a JSON boolean, else NULL."""
+    if _dialect() == "sqlite":
+        kind = func.json_type(Customer.attributes, f'$."{key}"')
+        return case((kind == "true", 1.0), (kind == "false", 0.0))
+    text = Customer.attributes.op("->>")(key)
+    return case((func.jsonb_typeof(Customer.attributes.op("->")(key)) == "boolean",
+                 case((text == "true", 1.0), else_=0.0)))
+
+
+def _json_text(key: str) -> ColumnElement[Any]:
+    if _dialect() == "sqlite":
+        return func.json_extract(Customer.attributes, f'$."{key}"')
+    return Customer.attributes.op("->>")(key)
+
+
+# --- The feature query -------------------------------------------------------------------------
+
+
+def _in_chunk(column: Any, customers: FromClause, id_range: IdRange | None
+              ) -> list[ColumnElement[bool]]:
+    """``column`` among the chunk's customers; with the chunk's id range as well, so
+    PostgreSQL reads the (customer_id, occurred_at) index range instead of scanning the
+    whole table for every chunk."""
+    conditions = [column.in_(select(customers.c.customer_id))]
+    if id_range is not None:
+        conditions += [column > id_range[0], column <= id_range[1]]
+    return conditions
+
+
+def _activity(customers: FromClause, spec: FeatureSpec, id_range: IdRange | None
+              ) -> FromClause:
+    """One GROUP BY over the customers' interactions dated on or before ``as_of``."""
+    as_of = spec.as_of
+    purchase = and_(Interaction.kind == PURCHASE, Interaction.currency == spec.base_currency)
+    columns: list[Any] = [
+        Interaction.customer_id,
+        func.min(Interaction.occurred_at).label("first_interaction"),
+        func.max(Interaction.occurred_at).label("last_interaction"),
+        func.min(case((purchase, Interaction.occurred_at))).label("first_purchase"),
+        func.max(case((purchase, Interaction.occurred_at))).label("last_purchase"),
+        func.sum(case((purchase, 1), else_=0)).label("purchases"),
+        cast(func.sum(case((purchase, Interaction.amount), else_=0)), Float).label("spent"),
+    ]
+    for kind in spec.kinds:
+        name = column_part(kind)
+        is_kind = Interaction.kind == kind
+        for days in WINDOWS:
+            recent = and_(is_kind, Interaction.occurred_at > as_of - dt.timedelta(days=days))
+            columns.append(func.sum(case((recent, 1), else_=0)).label(f"{name}_{days}d"))
+        before = and_(is_kind,
+                      Interaction.occurred_at > as_of - dt.timedelta(days=2 * TREND_DAYS),
+                      Interaction.occurred_at <= as_of - dt.timedelta(days=TREND_DAYS))
+        columns.append(func.sum(case((before, 1), else_=0)).label(f"{name}_previous"))
+    return (select(*columns)
+            .where(*_in_chunk(Interaction.customer_id, customers, id_range),
+                   Interaction.occurred_at <= as_of)
+            .group_by(Interaction.customer_id).subquery("churn_activity"))
+
+
+def _as_number(column: ColumnElement[Any]) -> ColumnElement[float]:
+    if isinstance(column.type, Boolean):
+        return case((column, 1.0), else_=0.0)
+    return cast(column, Float)
+
+
+def _flag(condition: ColumnElement[bool]) -> ColumnElement[float]:
+    return case((condition, 1.0), else_=0.0)
+
+
+def feature_select(customers: FromClause, spec: FeatureSpec,
+                   id_range: IdRange | None = None) -> Select[Any]:
+    """``customer_id`` then every feature (floats, no NULLs), one row per customer.
+
+    ``id_range`` (low, high]: the ids of ``customers`` lie within it (a keyset chunk).
+    """
+    as_of_value = literal(spec.as_of, UTCDateTime)
+    ids = customers.c.customer_id
+    activity = _activity(customers, spec, id_range)
+    a = activity.c
+    created = case((and_(a.first_interaction.is_not(None),
+                         a.first_interaction < Customer.created_at), a.first_interaction),
+                   else_=Customer.created_at)
+    start = func.coalesce(a.first_purchase, created)
+    tenure = _days_between(as_of_value, start)
+    purchases = func.coalesce(a.purchases, 0)
+    spent = func.coalesce(a.spent, 0.0) / _MONEY_UNIT
+    columns: list[Any] = [
+        ids.label("customer_id"),
+        func.coalesce(_days_between(as_of_value, a.last_purchase), tenure).label("recency_days"),
+        cast(purchases, Float).label("frequency"),
+        spent.label("monetary"),
+        case((purchases > 0, spent / purchases), else_=0.0).label("avg_order_value"),
+        tenure.label("tenure_days"),
+        _flag(a.last_purchase.is_(None)).label("no_purchase"),
+        func.coalesce(_days_between(as_of_value, a.last_interaction), tenure)
+        .label("days_since_last_interaction"),
+    ]
+    for kind in spec.kinds:
+        name = column_part(kind)
+        for days in WINDOWS:
+            columns.append(cast(func.coalesce(a[f"{name}_{days}d"], 0), Float)
+                           .label(f"{name}_{days}d"))
+        columns.append(cast(func.coalesce(a[f"{name}_{TREND_DAYS}d"], 0)
+                            - func.coalesce(a[f"{name}_previous"], 0), Float)
+                       .label(f"{name}_trend_{TREND_DAYS}d"))
+    age = _age_years(spec.as_of)
+    columns += [func.coalesce(age, 0.0).label("age_years"),
+                _flag(Customer.birth_date.is_(None)).label("age_missing")]
+    taken = {c.name for c in columns}
+
+    def unique(name: str) -> str:
+        """Values differing only in punctuation (<25k, 25k) get numbered column names."""
+        candidate, n = name, 1
+        while candidate in taken:
+            n += 1
+            candidate = f"{name}_{n}"
+        taken.add(candidate)
+        return candidate
+
+    for name, values in spec.demographics.items():
+        column = getattr(Customer, name)
+        columns += [_flag(column == value).label(unique(f"{name}_{column_part(value)}"))
+                    for value in values]
+    for key, kind, categories in spec.attributes:
+        prefix = f"attr_{column_part(key)}"
+        if kind == AttributeType.CATEGORY:
+            text = _json_text(key)
+            columns += [_flag(text == c).label(unique(f"{prefix}_{column_part(c)}"))
+                        for c in categories]
+            continue
+        value = _json_number(key) if kind == AttributeType.NUMBER else _json_flag(key)
+        columns += [func.coalesce(value, 0.0).label(unique(prefix)),
+                    _flag(value.is_(None)).label(unique(f"{prefix}_missing"))]
+
+    stmt_from = customers.join(Customer, Customer.id == ids).outerjoin(
+        activity, a.customer_id == ids)
+    contributions = rapport().hook.rapport_churn_features(customers=customers, as_of=spec.as_of)
+    for position, contribution in enumerate(c for c in contributions if c is not None):
+        sub = contribution.subquery(f"churn_plugin_{position}")
+        stmt_from = stmt_from.outerjoin(sub, sub.c.customer_id == ids)
+        for column in sub.c:
+            if column.name == "customer_id" or column.name in taken:
+                continue
+            taken.add(column.name)
+            columns += [func.coalesce(_as_number(column), 0.0).label(column.name),
+                        _flag(column.is_(None)).label(f"{column.name}_missing")]
+    stmt = select(*columns).select_from(stmt_from)
+    if id_range is not None:
+        stmt = stmt.where(Customer.id > id_range[0], Customer.id <= id_range[1])
+    return stmt
+
+
+# --- Chunks of customers -----------------------------------------------------------------------
+
+
+def _existing_by(as_of: dt.datetime) -> ColumnElement[bool]:
+    """Customers that existed by ``as_of`` (created, or with an interaction, by then) and
+    are not erased."""
+    return and_(Customer.status != CustomerStatus.ERASED,
+                or_(Customer.created_at <= as_of,
+                    exists().where(Interaction.customer_id == Customer.id,
+                                   Interaction.occurred_at <= as_of)))
+
+
+def customer_chunks(as_of: dt.datetime, chunk_size: int = DEFAULT_CHUNK,
+                    only: Sequence[int] | None = None) -> Iterator[tuple[FromClause, IdRange]]:
+    """Selectables of ``customer_id`` in keyset chunks by id, each with its id range: a
+    small query finds each chunk's last id, the chunk is the id range up to it."""
+    condition = _existing_by(as_of)
+    if only is not None:
+        condition = and_(condition, Customer.id.in_(list(only)))
+    if _dialect() == "postgresql":
+        # psycopg prepares a statement run five times and PostgreSQL may then keep one
+        # generic plan, blind to each chunk's id range: measured on 1M customers, chunks
+        # went from 1 s to over 90 s each. Plan every chunk for its own range (this
+        # transaction only).
+        db.session.execute(text("SET LOCAL plan_cache_mode = force_custom_plan"))
+    last = 0
+    while True:
+        ids = db.session.scalars(select(Customer.id).where(condition, Customer.id > last)
+                                 .order_by(Customer.id).limit(chunk_size)).all()
+        if not ids:
+            return
+        yield (select(Customer.id.label("customer_id"))
+               .where(condition, Customer.id > last, Customer.id <= ids[-1])
+               .subquery("churn_customers"), (last, ids[-1]))
+        last = ids[-1]
+
+
+@dataclass
+class FeatureChunk:
+    customer_ids: np.ndarray  # int64, ascending
+    values: np.ndarray        # float64, one row per customer, one column per feature name
+
+
+def feature_names(spec: FeatureSpec) -> list[str]:
+    """The columns ``feature_chunks`` yields, in order (the installed plugins included)."""
+    empty = select(Customer.id.label("customer_id")).where(Customer.id < 0).subquery()
+    return [c.name for c in feature_select(empty, spec).selected_columns][1:]
+
+
+def feature_chunks(spec: FeatureSpec, chunk_size: int = DEFAULT_CHUNK,
+                   only: Sequence[int] | None = None) -> Iterator[FeatureChunk]:
+    """The feature matrix of every customer existing by ``spec.as_of``, chunk by chunk."""
+    for customers, id_range in customer_chunks(spec.as_of, chunk_size, only):
+        rows = db.session.execute(feature_select(customers, spec, id_range).order_by(
+            customers.c.customer_id)).all()
+        if not rows:
+            continue
+        table = np.asarray(rows, dtype=np.float64)
+        yield FeatureChunk(table[:, 0].astype(np.int64), table[:, 1:])
+
+
+# --- BTYD summary ------------------------------------------------------------------------------
+
+
+def btyd_select(customers: FromClause, as_of: dt.datetime, time_unit: TimeUnit,
+                base_currency: str, id_range: IdRange | None = None) -> Select[Any]:
+    """``customer_id, frequency, recency, T, monetary`` of customers with a purchase in the
+    base currency by ``as_of``; monetary is NULL without a repeat purchase day."""
+    offset = as_of.astimezone(rapport().settings.tz).utcoffset() or dt.timedelta()
+    shift = offset.total_seconds() / 86400.0
+    day = _floor(_epoch_days(Interaction.occurred_at) + shift).label("day")
+    daily = (select(Interaction.customer_id, day,
+                    cast(func.sum(Interaction.amount), Float).label("total"))
+             .where(*_in_chunk(Interaction.customer_id, customers, id_range),
+                    Interaction.kind == PURCHASE, Interaction.currency == base_currency,
+                    Interaction.occurred_at <= as_of)
+             .group_by(Interaction.customer_id, day).subquery("churn_purchase_days"))
+    ordered = select(daily.c.customer_id, daily.c.day, daily.c.total,
+                     func.row_number().over(partition_by=daily.c.customer_id,
+                                            order_by=daily.c.day).label("n")
+                     ).subquery("churn_purchase_days_ordered")
+    as_of_day = int(np.floor(as_of.timestamp() / 86400.0 + shift))
+    unit = 7.0 if time_unit == TimeUnit.WEEK else 1.0
+    repeats = func.count() - 1
+    return (select(
+        ordered.c.customer_id,
+        repeats.label("frequency"),
+        (cast(func.max(ordered.c.day) - func.min(ordered.c.day), Float) / unit).label("recency"),
+        (cast(as_of_day - func.min(ordered.c.day), Float) / unit).label("T"),
+        (func.sum(case((ordered.c.n > 1, ordered.c.total))) / _MONEY_UNIT
+         / func.nullif(repeats, 0)).label("monetary"))
+        .group_by(ordered.c.customer_id))
+
+
+@dataclass
+class BtydChunk:
+    customer_ids: np.ndarray  # int64
+    frequency: np.ndarray     # int64: repeat purchase days
+    recency: np.ndarray       # float64, in the time unit
+    T: np.ndarray             # float64, in the time unit
+    monetary: np.ndarray      # float64; NaN without a repeat day
+
+
+def btyd_chunks(as_of: dt.datetime, time_unit: TimeUnit = TimeUnit.DAY,
+                chunk_size: int = DEFAULT_CHUNK, only: Sequence[int] | None = None
+                ) -> Iterator[BtydChunk]:
+    currency = rapport().settings.base_currency
+    for customers, id_range in customer_chunks(as_of, chunk_size, only):
+        stmt = btyd_select(customers, as_of, time_unit, currency, id_range)
+        rows = db.session.execute(stmt.order_by(stmt.selected_columns.customer_id)).all()
+        if not rows:
+            continue
+        table = np.asarray([[v if v is not None else np.nan for v in r] for r in rows],
+                           dtype=np.float64)
+        yield BtydChunk(table[:, 0].astype(np.int64), table[:, 1].astype(np.int64),
+                        table[:, 2], table[:, 3], table[:, 4])

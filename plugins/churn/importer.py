@@ -1,0 +1,124 @@
+"""``rapport churn import FILE``: churn records from CSV or JSON Lines (CONTRACTS.md,
+"Churn records": ``customer_external_id`` (+ ``customer_source``), ``churned_at``,
+``type``, ``reason``, ``note``).
+
+The file is read with core's streaming reader and marked in batches through
+``service.mark_customers_churned`` (the API's validation), each batch its own
+transaction with ``partial=True``: a bad row goes to the rejects file (``line, field,
+code, message``; ``field`` is the column) and does not hold back the others. A re-run
+skips the records already stored (same customer and ``churned_at``), so ``churned_at``
+is required. Columns other than those five are refused: a churn record has no free-form
+part, and a misspelt column would otherwise be dropped silently.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+from core.errors import ErrorCode, FieldError
+from core.importers import (
+    BatchOutcome, ImportFileError, ImportJob, Record, RecordReader, default_rejects_path,
+    detect_format,
+)
+from core.services import transaction
+from core.services.customers import customer_ids_by_external_id
+
+from plugins.churn import report, service
+
+COLUMNS = ("customer_external_id", "customer_source", "churned_at", "type", "reason", "note")
+REQUIRED = ("customer_external_id", "churned_at", "type", "reason")
+DEFAULT_SOURCE = "default"
+_FIELD_TO_COLUMN = {"customerId": "customer_external_id", "churnedAt": "churned_at"}
+
+
+class ChurnRecordImporter:
+    """core's ``Importer`` protocol for churn records: core's ``ImportJob`` runs it.
+
+    The churn-rate jump check runs once after the import (``check_jumps``), over the
+    months the imported records fall in, rather than after every batch.
+    """
+
+    def __init__(self) -> None:
+        self.churn_dates: dict[str, dt.datetime] = {}
+
+    def check_jumps(self) -> list[report.Jump]:
+        with transaction():
+            return report.check_churn_jumps(self.churn_dates.values())
+
+    def check_columns(self, columns: Sequence[str]) -> None:
+        missing = [c for c in REQUIRED if c not in columns]
+        if missing:
+            raise ImportFileError(f"The header has no {', '.join(missing)} column"
+                                  f"{'s' if len(missing) > 1 else ''}; required: "
+                                  f"{', '.join(REQUIRED)}.")
+        unknown = [c for c in columns if c not in COLUMNS]
+        if unknown:
+            raise ImportFileError(f"Unknown column{'s' if len(unknown) > 1 else ''} "
+                                  f"{', '.join(unknown)}; a churn file has "
+                                  f"{', '.join(COLUMNS)}.")
+
+    def import_batch(self, records: Sequence[Record]) -> BatchOutcome:
+        """Mark one batch churned; rows that cannot be are reported by line."""
+        outcome = BatchOutcome()
+        for record in records:
+            unknown = [k for k in record.values if k not in COLUMNS]
+            missing = [k for k in REQUIRED if k not in record.values]
+            if unknown or missing:
+                outcome.rejected[record.line] = [
+                    *(FieldError("Unknown field.", ErrorCode.UNKNOWN_FIELD, k) for k in unknown),
+                    *(FieldError("Missing data for required field.", ErrorCode.REQUIRED, k)
+                      for k in missing)]
+        usable = [r for r in records if r.line not in outcome.rejected]
+        customers = customer_ids_by_external_id({_customer_key(r.values) for r in usable})
+        items: list[dict[str, Any]] = []
+        lines: list[int] = []
+        for record in usable:
+            key = _customer_key(record.values)
+            if key not in customers:
+                outcome.rejected[record.line] = [FieldError(
+                    f"No customer with external id {key[1]!r} of source {key[0]!r}; import "
+                    f"the customers first.", ErrorCode.NOT_FOUND, "customer_external_id")]
+                continue
+            values = record.values
+            item = {"customer_id": customers[key], "churned_at": str(values["churned_at"]),
+                    "type": str(values["type"]), "reason": str(values["reason"])}
+            if values.get("note") is not None:
+                item["note"] = str(values["note"])
+            items.append(item)
+            lines.append(record.line)
+        if items:
+            result = service.mark_customers_churned(items, partial=True, check_jumps=False)
+            for index in result.recorded_ids:
+                when = dt.datetime.fromisoformat(items[index]["churned_at"])
+                when = when if when.tzinfo else when.replace(tzinfo=dt.timezone.utc)
+                self.churn_dates.setdefault(f"{when:%Y-%m}", when)
+            outcome.imported = result.recorded
+            outcome.skipped = len(result.existing_ids)
+            for index, errors in result.rejected.items():
+                outcome.rejected[lines[index]] = [
+                    FieldError(e.message, e.code, _FIELD_TO_COLUMN.get(e.field or "", e.field))
+                    for e in errors]
+        return outcome
+
+
+def _customer_key(values: dict[str, Any]) -> tuple[str, str]:
+    return (str(values.get("customer_source") or DEFAULT_SOURCE),
+            str(values["customer_external_id"]))
+
+
+@contextmanager
+def open_churn_import(path: Path, *, file_format: str | None = None, encoding: str = "utf-8",
+                      rejects_path: Path | None = None) -> Iterator[ImportJob]:
+    """Check ``path`` (format, encoding, header) without writing anything."""
+    reader = RecordReader(path, detect_format(path, file_format), encoding)
+    try:
+        importer = ChurnRecordImporter()
+        if reader.columns is not None:
+            importer.check_columns(reader.columns)
+        yield ImportJob(importer, reader, rejects_path or default_rejects_path(path))
+    finally:
+        reader.close()

@@ -1,0 +1,514 @@
+"""GraphQL: ``Customer.churnRecords``, ``Customer.winbackAttempts``, ``churnReport``,
+``winbackCampaigns``, ``winbackStats`` and the churn and win-back mutations.
+
+``markCustomersChurned`` works like core's ``recordInteractions``: all or nothing by
+default, ``partial: true`` keeps the valid items; per-item errors carry the item index
+(``input.marks.3.churnedAt``).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import graphene
+from graphene import relay
+from sqlalchemy import func, select
+
+from api import (
+    CustomerType, RapportMutation, connection, ctx, error_type, global_id, load_related,
+    make_page, node_type, page_size, scoped,
+)
+from api.loaders import AgentByIdLoader, CustomerByIdLoader
+from api.mutations import MAX_BATCH
+from api.pagination import after_condition, bad_input, decode_cursor
+from api.types import Agent
+from core.db import db
+from core.errors import ErrorCode, FieldError, UserError
+from core.services.interactions import BatchRejected
+
+from plugins.churn import report, service
+from plugins.churn.errors import CODES
+from plugins.churn.loaders import (
+    ChurnRecordByIdLoader, ChurnRecordsByCustomerLoader, WinbackAttemptByIdLoader,
+    WinbackAttemptsByCustomerLoader, WinbackCampaignByIdLoader, WinbackOutcomesByCampaignLoader,
+)
+from plugins.churn.models import (
+    ChurnReason, ChurnRecord, ChurnType, WinbackAttempt, WinbackCampaign, WinbackOutcome,
+    WinbackStrategy,
+)
+
+READ, WRITE = "churn:read", "churn:write"
+
+ChurnError = error_type("Churn", CODES)
+ChurnTypeEnum = graphene.Enum.from_enum(ChurnType, name="ChurnType", description=(
+    "Kind of churn by cause: NATURAL (moved away, died, business closed), MALICIOUS (left "
+    "to escape obligations), COMPETITIVE (taken by a competitor), NEGLIGENCE (driven away "
+    "by our own failures)."))
+ChurnReasonEnum = graphene.Enum.from_enum(ChurnReason, name="ChurnReason", description=(
+    "Why the customer left (Keaveney's eight reasons, and OTHER)."))
+WinbackStrategyEnum = graphene.Enum.from_enum(WinbackStrategy, name="WinbackStrategy")
+WinbackOutcomeEnum = graphene.Enum.from_enum(WinbackOutcome, name="WinbackOutcome")
+
+
+@node_type(READ, ChurnRecord)
+class ChurnRecordNode(graphene.ObjectType):
+    """A customer's departure: when, of which type, why; closed by a reactivation."""
+
+    class Meta:
+        name = "ChurnRecord"
+        interfaces = (relay.Node,)
+
+    customer = graphene.Field(CustomerType)
+    type = graphene.Field(ChurnTypeEnum, required=True)
+    reason = graphene.Field(ChurnReasonEnum, required=True)
+    churned_at = graphene.DateTime(required=True)
+    note = graphene.String()
+    recorded_by = graphene.Field(Agent)
+    recorded_at = graphene.DateTime(required=True)
+    reactivated_at = graphene.DateTime(description="When the customer came back, if it did.")
+    reactivation_reason = graphene.String(description=(
+        "purchase, won back by campaign <name>, merged into customer <id>, or the reason "
+        "given to reactivateCustomer."))
+    open = graphene.Boolean(required=True, description="Not reactivated (yet).")
+
+    @classmethod
+    def get_node(cls, info: Any, id: str) -> Any:
+        return ctx(info).loader(ChurnRecordByIdLoader).load(int(id))
+
+    @staticmethod
+    def resolve_customer(root: ChurnRecord, info: Any) -> Any:
+        return ctx(info).loader(CustomerByIdLoader).load(root.customer_id)
+
+    @staticmethod
+    def resolve_recorded_by(root: ChurnRecord, info: Any) -> Any:
+        return load_related(info, AgentByIdLoader, root.recorded_by_id)
+
+    @staticmethod
+    def resolve_open(root: ChurnRecord, info: Any) -> bool:
+        return root.reactivated_at is None
+
+
+class WinbackOutcomeCounts(graphene.ObjectType):
+    pending = graphene.Int(required=True)
+    won_back = graphene.Int(required=True)
+    lost = graphene.Int(required=True)
+
+
+@node_type(READ, WinbackCampaign)
+class WinbackCampaignNode(graphene.ObjectType):
+    class Meta:
+        name = "WinbackCampaign"
+        interfaces = (relay.Node,)
+
+    name = graphene.String(required=True)
+    strategy = graphene.Field(WinbackStrategyEnum, required=True)
+    description = graphene.String()
+    started_at = graphene.DateTime(required=True)
+    ended_at = graphene.DateTime()
+    outcomes = graphene.Field(WinbackOutcomeCounts, required=True,
+                              description="The campaign's attempts by outcome.")
+
+    @classmethod
+    def get_node(cls, info: Any, id: str) -> Any:
+        return ctx(info).loader(WinbackCampaignByIdLoader).load(int(id))
+
+    @staticmethod
+    async def resolve_outcomes(root: WinbackCampaign, info: Any) -> WinbackOutcomeCounts:
+        counts = await ctx(info).loader(WinbackOutcomesByCampaignLoader).load(root.id)
+        return WinbackOutcomeCounts(pending=counts[WinbackOutcome.PENDING],
+                                    won_back=counts[WinbackOutcome.WON_BACK],
+                                    lost=counts[WinbackOutcome.LOST])
+
+
+@node_type(READ, WinbackAttempt)
+class WinbackAttemptNode(graphene.ObjectType):
+    class Meta:
+        name = "WinbackAttempt"
+        interfaces = (relay.Node,)
+
+    campaign = graphene.Field(WinbackCampaignNode, required=True)
+    customer = graphene.Field(CustomerType)
+    agent = graphene.Field(Agent)
+    outcome = graphene.Field(WinbackOutcomeEnum, required=True)
+    note = graphene.String()
+    attempted_at = graphene.DateTime(required=True)
+    resolved_at = graphene.DateTime()
+
+    @classmethod
+    def get_node(cls, info: Any, id: str) -> Any:
+        return ctx(info).loader(WinbackAttemptByIdLoader).load(int(id))
+
+    @staticmethod
+    def resolve_campaign(root: WinbackAttempt, info: Any) -> Any:
+        return ctx(info).loader(WinbackCampaignByIdLoader).load(root.campaign_id)
+
+    @staticmethod
+    def resolve_customer(root: WinbackAttempt, info: Any) -> Any:
+        return ctx(info).loader(CustomerByIdLoader).load(root.customer_id)
+
+    @staticmethod
+    def resolve_agent(root: WinbackAttempt, info: Any) -> Any:
+        return load_related(info, AgentByIdLoader, root.agent_id)
+
+
+WinbackCampaignConnection = connection(WinbackCampaignNode, "WinbackCampaign")
+
+
+# --- Report and statistics -------------------------------------------------------------------
+
+
+class ChurnCount(graphene.ObjectType):
+    key = graphene.String(required=True, description="A ChurnType or ChurnReason name.")
+    count = graphene.Int(required=True)
+
+
+def _counts(mapping: dict[str, int]) -> list[ChurnCount]:
+    return [ChurnCount(key=k.upper(), count=v) for k, v in sorted(mapping.items())]
+
+
+def _by_type(root: report.MonthFigures | report.ChurnReport, info: Any) -> list[ChurnCount]:
+    return _counts(root.by_type)
+
+
+def _by_reason(root: report.MonthFigures | report.ChurnReport, info: Any) -> list[ChurnCount]:
+    return _counts(root.by_reason)
+
+
+class ChurnReportMonth(graphene.ObjectType):
+    month = graphene.String(required=True, description="YYYY-MM in RAPPORT_TIMEZONE.")
+    active_at_start = graphene.Int(required=True, description=(
+        "Customers existing before the month and not churned at its start."))
+    churned = graphene.Int(required=True, description="Churn records dated in the month.")
+    reactivated = graphene.Int(required=True)
+    churn_rate = graphene.Float(description="churned / activeAtStart.")
+    retention_rate = graphene.Float(description=(
+        "Share of the customers active at the start not churned at the month's end."))
+    by_type = graphene.List(graphene.NonNull(ChurnCount), required=True)
+    by_reason = graphene.List(graphene.NonNull(ChurnCount), required=True)
+    resolve_by_type = staticmethod(_by_type)
+    resolve_by_reason = staticmethod(_by_reason)
+
+
+class ChurnCohort(graphene.ObjectType):
+    month = graphene.String(required=True, description="The month the customers started.")
+    size = graphene.Int(required=True)
+    retention = graphene.List(graphene.NonNull(graphene.Float), required=True, description=(
+        "retention[k]: share of the cohort not churned at the end of the k-th month after "
+        "its own (0: the cohort's month)."))
+
+
+class ChurnReport(graphene.ObjectType):
+    period_from = graphene.Date(required=True, name="from")
+    period_to = graphene.Date(required=True, name="to")
+    churned = graphene.Int(required=True)
+    months = graphene.List(graphene.NonNull(ChurnReportMonth), required=True)
+    cohorts = graphene.List(graphene.NonNull(ChurnCohort), required=True)
+    by_type = graphene.List(graphene.NonNull(ChurnCount), required=True)
+    by_reason = graphene.List(graphene.NonNull(ChurnCount), required=True)
+    resolve_by_type = staticmethod(_by_type)
+    resolve_by_reason = staticmethod(_by_reason)
+
+
+class WinbackStrategyStats(graphene.ObjectType):
+    strategy = graphene.String(required=True, description="A WinbackStrategy name, or TOTAL.")
+    attempts = graphene.Int(required=True)
+    won_back = graphene.Int(required=True)
+    lost = graphene.Int(required=True)
+    pending = graphene.Int(required=True)
+    resolved = graphene.Int(required=True)
+    win_rate = graphene.Float(description="wonBack / resolved (pending attempts excluded).")
+    win_rate_of_all = graphene.Float(description="wonBack / attempts (pending as not won).")
+
+    @staticmethod
+    def resolve_strategy(root: service.StrategyStats, info: Any) -> str:
+        return root.strategy.upper()
+
+
+class WinbackStats(graphene.ObjectType):
+    period_from = graphene.Date(required=True, name="from")
+    period_to = graphene.Date(required=True, name="to")
+    strategies = graphene.List(graphene.NonNull(WinbackStrategyStats), required=True)
+    total = graphene.Field(WinbackStrategyStats, required=True)
+
+
+def _period(args: dict[str, Any]) -> dict[str, Any]:
+    return {"from": args["from_"].isoformat(), "to": args["to"].isoformat()}
+
+
+def _bad_period(exc: UserError) -> Exception:
+    return bad_input("; ".join(f"{e.field}: {e.message}" for e in exc.errors))
+
+
+def resolve_churn_report(root: Any, info: Any, **args: Any) -> report.ChurnReport:
+    try:
+        return report.churn_report(_period(args))
+    except UserError as exc:
+        raise _bad_period(exc) from None
+
+
+def resolve_winback_stats(root: Any, info: Any, **args: Any) -> service.WinbackStatistics:
+    try:
+        return service.winback_stats(_period(args))
+    except UserError as exc:
+        raise _bad_period(exc) from None
+
+
+def resolve_winback_campaigns(root: Any, info: Any, first: int | None = None,
+                              after: str | None = None) -> Any:
+    size = page_size(first)
+    query = select(WinbackCampaign)
+    paged = query
+    if after:
+        paged = query.where(after_condition([WinbackCampaign.started_at, WinbackCampaign.id],
+                                            decode_cursor(after, 2), descending=True))
+    rows = db.session.scalars(paged.order_by(WinbackCampaign.started_at.desc(),
+                                             WinbackCampaign.id.desc()).limit(size + 1)).all()
+    return make_page(rows, size, after, lambda c: [c.started_at, c.id], lambda: db.session.scalar(
+        select(func.count()).select_from(WinbackCampaign)))
+
+
+# --- Mutations -----------------------------------------------------------------------------
+
+
+def _actor(info: Any) -> int | None:
+    return ctx(info).principal.agent_id  # type: ignore[no-any-return]
+
+
+def _datetimes(data: dict[str, Any], *keys: str) -> dict[str, Any]:
+    for key in keys:
+        if data.get(key) is not None:
+            data[key] = data[key].isoformat()
+    return data
+
+
+class MarkCustomerChurnedInput(graphene.InputObjectType):
+    customer_id = graphene.ID(required=True)
+    type = ChurnTypeEnum(required=True)
+    reason = ChurnReasonEnum(required=True)
+    churned_at = graphene.DateTime(description="Default now; not before the customer existed.")
+    note = graphene.String()
+
+
+def _mark_data(item: dict[str, Any]) -> dict[str, Any]:
+    data = _datetimes(dict(item), "churned_at")
+    data["customer_id"] = global_id(data, "customer_id", "Customer")
+    return data
+
+
+class MarkCustomerChurned(RapportMutation):
+    class Arguments:
+        input = MarkCustomerChurnedInput(required=True)
+
+    churn_record = graphene.Field(ChurnRecordNode)
+    customer = graphene.Field(CustomerType)
+    scope = WRITE
+    error_type = ChurnError
+
+    @classmethod
+    def perform(cls, info: Any, input: dict[str, Any]) -> MarkCustomerChurned:
+        record = service.mark_churned(_mark_data(input), actor_id=_actor(info))
+        return cls(churn_record=record,
+                   customer=ctx(info).loader(CustomerByIdLoader).load(record.customer_id))
+
+
+class MarkCustomersChurnedInput(graphene.InputObjectType):
+    marks = graphene.List(graphene.NonNull(MarkCustomerChurnedInput), required=True,
+                          description=f"At most {MAX_BATCH} items.")
+    partial = graphene.Boolean(
+        default_value=False,
+        description="Keep the valid items when some are invalid (default: all or nothing).")
+
+
+class MarkCustomersChurned(RapportMutation):
+    """Mark a batch churned: per-item errors carry the item index (``input.marks.3.type``)."""
+
+    class Arguments:
+        input = MarkCustomersChurnedInput(required=True)
+
+    churn_records = graphene.List(ChurnRecordNode, required=True, description=(
+        "One entry per input item, in order: the recorded (or already known) record, or "
+        "null for a rejected item."))
+    recorded_count = graphene.Int(required=True)
+    scope = WRITE
+    error_type = ChurnError
+
+    @staticmethod
+    def resolve_churn_records(root: MarkCustomersChurned, info: Any) -> list[Any]:
+        return root.churn_records or []  # type: ignore[return-value]
+
+    @staticmethod
+    def resolve_recorded_count(root: MarkCustomersChurned, info: Any) -> int:
+        return root.recorded_count or 0  # type: ignore[return-value]
+
+    @classmethod
+    def perform(cls, info: Any, input: dict[str, Any]) -> MarkCustomersChurned:
+        items = input.get("marks", [])
+        if len(items) > MAX_BATCH:
+            raise UserError.single(f"At most {MAX_BATCH} marks per call; split the batch.",
+                                   ErrorCode.TOO_MANY, "marks")
+        rows: list[dict[str, Any]] = []
+        rejected: dict[int, list[FieldError]] = {}
+        for index, item in enumerate(items):
+            try:
+                rows.append(_mark_data(item))
+            except UserError as exc:
+                rows.append({})
+                rejected[index] = exc.errors
+        try:
+            result = service.mark_customers_churned(
+                rows, partial=bool(input.get("partial")), actor_id=_actor(info),
+                rejected=rejected)
+        except BatchRejected as exc:
+            raise UserError([e.prefixed("marks") for e in exc.errors]) from None
+        stored = {**result.recorded_ids, **result.existing_ids}
+        loader = ctx(info).loader(ChurnRecordByIdLoader)
+        return cls(churn_records=[loader.load(stored[i]) if i in stored else None
+                                  for i in range(len(items))],
+                   recorded_count=result.recorded,
+                   errors=[cls.error(e.prefixed("input.marks")) for e in result.errors])
+
+
+class ReactivateCustomerInput(graphene.InputObjectType):
+    customer_id = graphene.ID(required=True)
+    reactivated_at = graphene.DateTime(description="Default now; not before the churn date.")
+    reason = graphene.String(description="Why the customer came back.")
+
+
+class ReactivateCustomer(RapportMutation):
+    """Close the customer's open churn record and make it active again."""
+
+    class Arguments:
+        input = ReactivateCustomerInput(required=True)
+
+    churn_record = graphene.Field(ChurnRecordNode)
+    customer = graphene.Field(CustomerType)
+    scope = WRITE
+    error_type = ChurnError
+
+    @classmethod
+    def perform(cls, info: Any, input: dict[str, Any]) -> ReactivateCustomer:
+        data = _datetimes(dict(input), "reactivated_at")
+        data["customer_id"] = global_id(data, "customer_id", "Customer")
+        record = service.reactivate_customer(data)
+        return cls(churn_record=record,
+                   customer=ctx(info).loader(CustomerByIdLoader).load(record.customer_id))
+
+
+class CreateWinbackCampaignInput(graphene.InputObjectType):
+    name = graphene.String(required=True)
+    strategy = WinbackStrategyEnum(required=True)
+    description = graphene.String()
+    started_at = graphene.DateTime(description="Default now.")
+    ended_at = graphene.DateTime()
+
+
+class CreateWinbackCampaign(RapportMutation):
+    class Arguments:
+        input = CreateWinbackCampaignInput(required=True)
+
+    campaign = graphene.Field(WinbackCampaignNode)
+    scope = WRITE
+    error_type = ChurnError
+
+    @classmethod
+    def perform(cls, info: Any, input: dict[str, Any]) -> CreateWinbackCampaign:
+        return cls(campaign=service.create_campaign(
+            _datetimes(dict(input), "started_at", "ended_at")))
+
+
+class RecordWinbackAttemptInput(graphene.InputObjectType):
+    campaign_id = graphene.ID(required=True)
+    customer_id = graphene.ID(required=True, description="A churned customer.")
+    attempted_at = graphene.DateTime(description="Default now.")
+    note = graphene.String()
+    outcome = WinbackOutcomeEnum(description="Default PENDING; WON_BACK reactivates.")
+    resolved_at = graphene.DateTime(description="With an outcome: default attemptedAt.")
+
+
+class RecordWinbackAttempt(RapportMutation):
+    class Arguments:
+        input = RecordWinbackAttemptInput(required=True)
+
+    attempt = graphene.Field(WinbackAttemptNode)
+    scope = WRITE
+    error_type = ChurnError
+
+    @classmethod
+    def perform(cls, info: Any, input: dict[str, Any]) -> RecordWinbackAttempt:
+        data = _datetimes(dict(input), "attempted_at", "resolved_at")
+        data["campaign_id"] = global_id(data, "campaign_id", "WinbackCampaign")
+        data["customer_id"] = global_id(data, "customer_id", "Customer")
+        return cls(attempt=service.record_attempt(data, actor_id=_actor(info)))
+
+
+class ResolveWinbackAttemptInput(graphene.InputObjectType):
+    id = graphene.ID(required=True)
+    outcome = WinbackOutcomeEnum(required=True, description="WON_BACK (reactivates) or LOST.")
+    resolved_at = graphene.DateTime(description="Default now.")
+    note = graphene.String()
+
+
+class ResolveWinbackAttempt(RapportMutation):
+    """Set a pending attempt's outcome."""
+
+    class Arguments:
+        input = ResolveWinbackAttemptInput(required=True)
+
+    attempt = graphene.Field(WinbackAttemptNode)
+    scope = WRITE
+    error_type = ChurnError
+
+    @classmethod
+    def perform(cls, info: Any, input: dict[str, Any]) -> ResolveWinbackAttempt:
+        data = _datetimes(dict(input), "resolved_at")
+        data["id"] = global_id(data, "id", "WinbackAttempt")
+        return cls(attempt=service.resolve_attempt(data))
+
+
+# --- What the plugin contributes -------------------------------------------------------------
+
+
+def customer_fields() -> dict[str, graphene.Field]:
+    return {
+        "churnRecords": scoped(graphene.Field(
+            graphene.List(graphene.NonNull(ChurnRecordNode)), required=True,
+            resolver=lambda root, info: ctx(info).loader(ChurnRecordsByCustomerLoader)
+            .load(root.id),
+            description="The customer's churn history, newest first."), READ),
+        "winbackAttempts": scoped(graphene.Field(
+            graphene.List(graphene.NonNull(WinbackAttemptNode)), required=True,
+            resolver=lambda root, info: ctx(info).loader(WinbackAttemptsByCustomerLoader)
+            .load(root.id),
+            description="Attempts to win the customer back, newest first."), READ),
+    }
+
+
+_PERIOD = {"from_": graphene.Date(required=True, name="from"),
+           "to": graphene.Date(required=True)}
+
+
+def query_fields() -> dict[str, graphene.Field]:
+    return {
+        "churnReport": scoped(graphene.Field(
+            ChurnReport, required=True, resolver=resolve_churn_report, args=dict(_PERIOD),
+            description="Monthly churn from..to (calendar months of RAPPORT_TIMEZONE)."), READ),
+        "winbackCampaigns": scoped(graphene.Field(
+            WinbackCampaignConnection, required=True, first=graphene.Int(),
+            after=graphene.String(), resolver=resolve_winback_campaigns,
+            description="Win-back campaigns, newest first."), READ),
+        "winbackStats": scoped(graphene.Field(
+            WinbackStats, required=True, resolver=resolve_winback_stats, args=dict(_PERIOD),
+            description="Attempts made from..to by strategy and outcome."), READ),
+    }
+
+
+MUTATIONS: dict[str, type[RapportMutation]] = {
+    "markCustomerChurned": MarkCustomerChurned,
+    "markCustomersChurned": MarkCustomersChurned,
+    "reactivateCustomer": ReactivateCustomer,
+    "createWinbackCampaign": CreateWinbackCampaign,
+    "recordWinbackAttempt": RecordWinbackAttempt,
+    "resolveWinbackAttempt": ResolveWinbackAttempt,
+}
+
+NODE_TYPES = [ChurnRecordNode, WinbackCampaignNode, WinbackAttemptNode]
