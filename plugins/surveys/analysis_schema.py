@@ -15,8 +15,9 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import graphene
+from graphql import GraphQLError
 
-from api import RapportMutation, error_type, global_id
+from api import RapportMutation, ctx, error_type, global_id
 from api.mutations import plain
 from api.queries import CustomerFilterInput, customer_filter_spec
 from core.errors import FieldError, UserError
@@ -27,6 +28,16 @@ from plugins.surveys.stats import SurveyAnalysis
 from plugins.surveys.stats.types import ClusterResult
 
 READ, WRITE = "surveys:read", "surveys:write"
+
+
+def require_read(info: Any, field: str) -> None:
+    """Refuse ``field`` to a caller without surveys:read. The scope rule checks root fields
+    only; a mutation payload (``submitSurveyResponse`` for a surveys:respond key,
+    ``createSurvey`` for surveys:write) would otherwise lead to every response, the
+    customers who gave them and the analyses."""
+    if not ctx(info).principal.allows(READ):
+        raise GraphQLError(f"Selecting {field} needs the {READ} scope, which this API key "
+                           f"lacks.", extensions={"code": "FORBIDDEN"})
 SurveyError = error_type("Survey", CODES)  # the same class as schema.SurveyError
 
 Rotation = graphene.Enum("SurveyFactorRotation", [
@@ -428,6 +439,7 @@ def analysis_arguments(args: dict[str, Any]) -> dict[str, Any]:
 
 
 def resolve_analysis(root: Any, info: Any, **args: Any) -> SurveyAnalysisResult:
+    require_read(info, "Survey.analysis")
     try:
         return result_of(service.run_analysis(root, **analysis_arguments(args)))
     except UserError as exc:

@@ -85,6 +85,7 @@ _BATCH_INSERT = text("""
         numbers jsonb, choices jsonb, texts jsonb)) WITH ORDINALITY AS u(
         customer_id, submitted_at, source, external_id, numbers, choices, texts, n)
     ORDER BY u.n
+    ON CONFLICT (survey_id, source, external_id) DO NOTHING
     RETURNING external_id, id""").bindparams(bindparam("recorded_at", type_=UTCDateTime))
 
 
@@ -117,31 +118,51 @@ class ResponseImporter:
 
     def import_batch(self, records: Sequence[Record]) -> BatchOutcome:
         outcome = BatchOutcome()
-        keyed = [(record, self._key(record.values)) for record in records]
+        readable = []
+        for record in records:
+            # NUL cannot be stored nor even compared by PostgreSQL: such a row is rejected
+            # before any of its cells reaches a query.
+            nul = [column for column, value in record.values.items()
+                   if isinstance(value, str) and "\x00" in value]
+            if nul:
+                outcome.rejected[record.line] = [FieldError(
+                    "Text may not contain the NUL character.", ErrorCode.INVALID, column)
+                    for column in nul]
+            else:
+                readable.append(record)
+        keyed = [(record, self._key(record.values)) for record in readable]
         with transaction():
-            existing = self._existing({key for _, key in keyed})
+            stored = self._existing({key for _, key in keyed})
             todo = []
             for record, key in keyed:
-                if key in existing:  # stored by an earlier run: not even validated again
+                if key in stored:  # stored by an earlier run: not even validated again
                     outcome.skipped += 1
                 else:
-                    existing.add(key)  # the same key twice in a batch: the first wins
                     todo.append((record, key))
             customers = {} if self.survey.anonymous else self._customers(
                 [r for r, _ in todo])
             fresh: list[dict[str, Any]] = []
+            taken: set[tuple[str, str]] = set()
             for record, key in todo:
+                if key in taken:  # the same key twice in a batch: the first good row wins
+                    outcome.skipped += 1
+                    continue
                 row, errors = self._row(record.values, customers)
-                if errors:
+                if errors:  # a later row with the key (a corrected copy) may still go in
                     outcome.rejected[record.line] = errors
                 else:
+                    taken.add(key)
                     fresh.append(row | {"source": key[0], "external_id": key[1]})
             if fresh:
                 ids = self._insert(fresh)
-                outcome.imported += len(ids)
+                inserted = [(new_id, row) for new_id, row in zip(ids, fresh)
+                            if new_id is not None]
+                outcome.imported += len(inserted)
+                # Stored meanwhile by a concurrent run of the same file.
+                outcome.skipped += len(fresh) - len(inserted)
                 if self._fire:
                     hook = rapport().hook.rapport_survey_response_recorded
-                    for new_id, row in zip(ids, fresh):
+                    for new_id, row in inserted:
                         hook(response=Response(id=new_id, **row))
         return outcome
 
@@ -155,14 +176,16 @@ class ResponseImporter:
         self._seen[content] += 1
         return str(source or DEFAULT_SOURCE), f"{content}:{self._seen[content]}"
 
-    def _insert(self, rows: list[dict[str, Any]]) -> list[int]:
-        """Insert the batch, ids in row order. PostgreSQL: one INSERT ... SELECT FROM
-        jsonb_to_recordset(<the batch as one JSON document>): one parameter whatever the
-        batch size (a 1,000-row VALUES list, or ten text arrays, cost more to build and
-        send than the insert itself)."""
+    def _insert(self, rows: list[dict[str, Any]]) -> list[int | None]:
+        """Insert the batch, ids in row order (None: a concurrent run stored the row's key
+        first). PostgreSQL: one INSERT ... SELECT FROM jsonb_to_recordset(<the batch as one
+        JSON document>): one parameter whatever the batch size (a 1,000-row VALUES list,
+        or ten text arrays, cost more to build and send than the insert itself); ON
+        CONFLICT DO NOTHING waits for a concurrent run's transaction, then skips its
+        rows."""
         if db.session.get_bind().dialect.name != "postgresql":
-            return list(db.session.scalars(insert(Response).returning(
-                Response.id, sort_by_parameter_order=True), rows))
+            return [*db.session.scalars(insert(Response).returning(
+                Response.id, sort_by_parameter_order=True), rows)]
         batch = json.dumps([{
             "customer_id": r["customer_id"], "submitted_at": r["submitted_at"].isoformat(),
             "source": r["source"], "external_id": r["external_id"], "numbers": r["numbers"],
@@ -170,7 +193,7 @@ class ResponseImporter:
         found: dict[str, int] = dict(db.session.execute(_BATCH_INSERT, {  # type: ignore[arg-type]
             "survey_id": self.survey.id, "anonymous": self.survey.anonymous,
             "recorded_at": self.now, "batch": batch}).all())
-        return [found[r["external_id"]] for r in rows]  # external ids are unique in a batch
+        return [found.get(r["external_id"]) for r in rows]  # external ids are unique here
 
     def _customers(self, records: Sequence[Record]) -> dict[tuple[str, str], int]:
         """(source, external id) -> customer id, one query per batch. Erasure removes a

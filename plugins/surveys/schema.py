@@ -27,7 +27,9 @@ from api.types import decode_global_id
 from core.db import db
 
 from plugins.surveys import service
-from plugins.surveys.analysis_schema import SaveSurveyClusters, analysis_field
+from plugins.surveys.analysis_schema import (
+    SaveSurveyClusters, analysis_field, require_read,
+)
 from plugins.surveys.errors import CODES
 from plugins.surveys.loaders import (
     QuestionsBySurveyLoader, ResponseByIdLoader, ResponseCountByCustomerLoader,
@@ -138,6 +140,7 @@ class SurveyResponseNode(graphene.ObjectType):
     def resolve_customer(root: Response, info: Any) -> Any:
         if root.anonymous:
             return None
+        require_read(info, "SurveyResponse.customer")
         return load_related(info, CustomerByIdLoader, root.customer_id)
 
     @staticmethod
@@ -208,11 +211,13 @@ class SurveyNode(graphene.ObjectType):
 
     @staticmethod
     def resolve_response_count(root: Survey, info: Any) -> Any:
+        require_read(info, "Survey.responseCount")
         return ctx(info).loader(ResponseCountBySurveyLoader).load(root.id)
 
     @staticmethod
     async def resolve_responses(root: Survey, info: Any, first: int | None = None,
                                 after: str | None = None) -> Any:
+        require_read(info, "Survey.responses")
         return await _page_of(ResponsesBySurveyLoader, ResponseCountBySurveyLoader, root.id,
                               first, after)(info)
 

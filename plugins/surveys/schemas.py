@@ -22,6 +22,7 @@ KEY = validate.Regexp(r"^[a-z][a-z0-9_]{0,39}$",
 _TEXT = validate.Length(1, 10_000)
 MAX_QUESTIONS = 200
 MAX_OPTIONS = 100
+MAX_SCALES = 50
 NPS_MIN, NPS_MAX = 0, 10
 
 
@@ -40,6 +41,20 @@ class LabelSchema(_Strict):
     label = fields.String(required=True, validate=validate.Length(1, 200))
 
 
+def _check_labels(labels: list[dict[str, Any]], low: int, high: int) -> None:
+    """Each label names a point of the scale, once (a second label for a point would
+    silently replace the first)."""
+    seen: set[int] = set()
+    for index, label in enumerate(labels):
+        if not low <= label["value"] <= high:
+            raise ValidationError({"labels": {index: {"value": [
+                f"Not a point of the scale {low}..{high}."]}}})
+        if label["value"] in seen:
+            raise ValidationError({"labels": {index: {"value": [
+                f"The point {label['value']} is labelled twice."]}}})
+        seen.add(label["value"])
+
+
 class QuestionSchema(_Strict):
     key = fields.String(required=True, validate=KEY)
     text = fields.String(required=True, validate=_TEXT)
@@ -47,7 +62,8 @@ class QuestionSchema(_Strict):
     required = fields.Boolean(load_default=False)
     scale_min = fields.Integer(allow_none=True, strict=True, validate=validate.Range(-100, 100))
     scale_max = fields.Integer(allow_none=True, strict=True, validate=validate.Range(-100, 100))
-    labels = fields.List(fields.Nested(LabelSchema), load_default=list)
+    labels = fields.List(fields.Nested(LabelSchema), load_default=list,
+                         validate=validate.Length(max=101))
     options = fields.List(fields.Nested(OptionSchema), load_default=list,
                           validate=validate.Length(max=MAX_OPTIONS))
 
@@ -63,15 +79,13 @@ class QuestionSchema(_Strict):
                 raise ValidationError("scaleMax must be above scaleMin.", "scale_max")
             if high - low > 100:
                 raise ValidationError("At most 101 scale points.", "scale_max")
-            for index, label in enumerate(data.get("labels") or []):
-                if not low <= label["value"] <= high:
-                    raise ValidationError({"labels": {index: {"value": [
-                        f"Not a point of the scale {low}..{high}."]}}})
+            _check_labels(data.get("labels") or [], low, high)
         elif low is not None or high is not None or data.get("labels"):
             if kind is not QuestionType.NPS or (low, high) not in ((None, None),
                                                                    (NPS_MIN, NPS_MAX)):
                 raise ValidationError("Only RATING questions take a scale; NPS is always 0-10.",
                                       "scale_min")
+            _check_labels(data.get("labels") or [], NPS_MIN, NPS_MAX)
         if kind in (QuestionType.SINGLE_CHOICE, QuestionType.MULTI_CHOICE):
             options = data.get("options") or []
             if len(options) < 2:
@@ -106,7 +120,7 @@ class SurveyDefinitionSchema(_Strict):
     overall_question_key = fields.String(allow_none=True, validate=KEY)
     questions = fields.List(fields.Nested(QuestionSchema),
                             validate=validate.Length(max=MAX_QUESTIONS))
-    scales = fields.List(fields.Nested(ScaleSchema))
+    scales = fields.List(fields.Nested(ScaleSchema), validate=validate.Length(max=MAX_SCALES))
 
     @validates_schema
     def _consistent(self, data: dict[str, Any], partial: Any = None, **kwargs: Any) -> None:

@@ -12,6 +12,7 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 from sqlalchemy import delete, select, update
+from sqlalchemy.exc import IntegrityError
 
 from core.app import rapport
 from core.db import db, utcnow
@@ -176,20 +177,23 @@ def submit_response(raw: Mapping[str, Any], *, now: dt.datetime | None = None) -
     with transaction():
         survey = _survey(data["survey_id"], field="surveyId")
         errors: list[FieldError] = []
+        customer_id = data.get("customer_id")
+        if survey.anonymous:
+            token = data.get("token") or ""
+            if not hmac.compare_digest(token.encode(), (survey.collection_token or "").encode()):
+                # Without the token the caller learns nothing of the survey: not its state,
+                # not its questions (the answer checks would name keys and options).
+                raise UserError.single("An anonymous survey needs its collection token.",
+                                       SurveyErrorCode.ANONYMITY, "token")
         if survey.state is not SurveyState.OPEN:
             raise UserError.single(f"The survey is {survey.state.value}; responses are taken "
                                    f"only while it is open.", SurveyErrorCode.WRONG_STATE,
                                    "surveyId")
-        customer_id = data.get("customer_id")
         if survey.anonymous:
             if customer_id is not None:
                 errors.append(FieldError("An anonymous survey never records who answered: "
                                          "do not name a customer.", SurveyErrorCode.ANONYMITY,
                                          "customerId"))
-            token = data.get("token") or ""
-            if not hmac.compare_digest(token.encode(), (survey.collection_token or "").encode()):
-                errors.append(FieldError("An anonymous survey needs its collection token.",
-                                         SurveyErrorCode.ANONYMITY, "token"))
         elif customer_id is None:
             errors.append(FieldError("Name the customer who answered.", ErrorCode.REQUIRED,
                                      "customerId"))
@@ -212,20 +216,47 @@ def submit_response(raw: Mapping[str, Any], *, now: dt.datetime | None = None) -
         if errors:
             raise UserError(errors)
         if data.get("source") is not None:
-            existing = db.session.scalar(select(Response).where(
-                Response.survey_id == survey.id, Response.source == data["source"],
-                Response.external_id == data["external_id"]))
+            existing = _stored(survey.id, data["source"], data["external_id"])
             if existing is not None:
-                return existing
+                return _resubmitted(existing, survey, customer_id)
         response = Response(
             survey_id=survey.id, anonymous=survey.anonymous,
             customer_id=None if survey.anonymous else customer_id, submitted_at=submitted_at,
             recorded_at=now, source=data.get("source"), external_id=data.get("external_id"),
             numbers=answers.numbers, choices=answers.choices, texts=answers.texts)
-        db.session.add(response)
-        db.session.flush()
+        if data.get("source") is None or db.session.get_bind().dialect.name != "postgresql":
+            db.session.add(response)  # SQLite serialises writers: no race to lose
+            db.session.flush()
+        else:
+            try:
+                with db.session.begin_nested():
+                    db.session.add(response)
+                    db.session.flush()
+            except IntegrityError:
+                # A concurrent identical submission committed first: this one is a re-send.
+                raced = _stored(survey.id, data["source"], data["external_id"])
+                if raced is None:
+                    raise
+                return _resubmitted(raced, survey, customer_id)
         rapport().hook.rapport_survey_response_recorded(response=response)
     return response
+
+
+def _stored(survey_id: int, source: str | None, external_id: str | None) -> Response | None:
+    if source is None:
+        return None
+    return db.session.scalar(select(Response).where(
+        Response.survey_id == survey_id, Response.source == source,
+        Response.external_id == external_id))
+
+
+def _resubmitted(existing: Response, survey: Survey, customer_id: int | None) -> Response:
+    """The stored response of a re-sent submission; a key already used for another
+    customer's response is a conflict (returning it would show that response)."""
+    if not survey.anonymous and existing.customer_id != customer_id:
+        raise UserError.single("This source and externalId name another customer's "
+                               "response.", ErrorCode.CONFLICT, "externalId")
+    return existing
 
 
 # --- Customer lifecycle hooks ------------------------------------------------------------
