@@ -4,7 +4,8 @@ from (computed in SQL, with every installed plugin's ``rapport_churn_features``)
 
 This module holds the hook implementations only. The work is done beside it: ``service``
 (the operations the API, the importer and the CLI call), ``features``, ``report``,
-``importer``, ``schema`` (GraphQL), ``cli`` and ``demo``. See docs/churn.md.
+``importer``, ``modeling`` (fitting and scoring), ``schema`` (GraphQL), ``cli`` and
+``demo``. See docs/churn.md.
 """
 
 from __future__ import annotations
@@ -17,11 +18,12 @@ from typing import Any
 
 import click
 import pluggy
+from flask import Flask
 
 from core import hookimpl
 from core.models import Customer, Interaction
 
-from plugins.churn import demo, hookspecs, schema, service
+from plugins.churn import demo, hookspecs, modeling, schema, service
 from plugins.churn.cli import churn_group
 
 __version__ = "0.1.0"
@@ -30,6 +32,11 @@ __version__ = "0.1.0"
 @hookimpl
 def rapport_add_hookspecs(plugin_manager: pluggy.PluginManager) -> None:
     plugin_manager.add_hookspecs(hookspecs)
+
+
+@hookimpl
+def rapport_init_app(app: Flask) -> None:
+    app.extensions[modeling.EXTENSION] = modeling.read_settings(app)
 
 
 @hookimpl
@@ -99,3 +106,11 @@ def rapport_cli_commands() -> list[click.Command]:
 def rapport_demo_data(rng: random.Random, customers: Sequence[Customer], as_of: dt.datetime
                       ) -> None:
     demo.seed_demo(rng, customers, as_of)
+
+
+@hookimpl
+def rapport_register_routes() -> list[Any]:
+    """``GET /reports/churn.html``: the HTML report (churn:read)."""
+    from plugins.churn import routes
+
+    return [routes.blueprint]

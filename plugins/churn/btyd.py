@@ -414,7 +414,7 @@ def probability_alive(params: BGNBDLike, frequency: ArrayLike, recency: ArrayLik
     (alpha + t_x))^(r + x)); exactly 1 for customers without repeat purchases."""
     r, alpha, a, b = _bgnbd_tuple(params)
     x, tx, age_ = rfm_arrays(frequency, recency, age)
-    return 1.0 / (1.0 + np.exp(_log_dropout_odds(r, alpha, a, b, x, tx, age_)))
+    return special.expit(-_log_dropout_odds(r, alpha, a, b, x, tx, age_))
 
 
 def _log_dropout_odds(r: float, alpha: float, a: float, b: float, x: FloatArray,
@@ -434,33 +434,47 @@ def expected_purchases(params: BGNBDLike, t: float | ArrayLike, frequency: Array
         * [1 - ((alpha + T) / (alpha + T + t))^(r + x)
                2F1(r + x, b + x; a + b + x - 1; t / (alpha + T + t))]
         / (1 + [x > 0] a / (b + x - 1) ((alpha + T) / (alpha + t_x))^(r + x))
+
+    (Fader, Hardie & Lee 2005, eq. 10). The bracket is evaluated through Euler's
+    transformation 2F1(A, B; C; z) = (1 - z)^(C - A - B) 2F1(C - A, C - B; C; z), which
+    turns it into ``1 - _power_times_2f1`` (see there): as written, a frequent buyer over a
+    long horizon gives 0 x inf = NaN.
     """
     r, alpha, a, b = _bgnbd_tuple(params)
     x, tx, age_ = rfm_arrays(frequency, recency, age)
     horizon = np.broadcast_to(np.asarray(t, dtype=float), x.shape)
-    if np.any(horizon < 0):
-        raise InvalidModelData("the prediction horizon must be >= 0", "t")
+    if np.any(horizon < 0) or not np.all(np.isfinite(horizon)):
+        raise InvalidModelData("the prediction horizon must be finite and >= 0", "t")
     _check_a(a)
-    later = alpha + age_ + horizon
-    z = horizon / later
-    hyp = special.hyp2f1(r + x, b + x, a + b + x - 1.0, z)
     head = (a + b + x - 1.0) / (a - 1.0)
-    active = head * (1.0 - np.exp((r + x) * np.log((alpha + age_) / later)) * hyp)
-    return active / (1.0 + np.exp(_log_dropout_odds(r, alpha, a, b, x, tx, age_)))
+    active = head * (1.0 - _power_times_2f1(r, a, b, x, horizon / (alpha + age_ + horizon)))
+    return active * special.expit(-_log_dropout_odds(r, alpha, a, b, x, tx, age_))
+
+
+def _power_times_2f1(r: float, a: float, b: float, x: FloatArray | float, z: FloatArray
+                     ) -> FloatArray:
+    """(1 - z)^(r + x) 2F1(r + x, b + x; a + b + x - 1; z), z = t / (alpha + T + t), as
+    (1 - z)^(a - 1) 2F1(a + b - 1 - r, a - 1; a + b + x - 1; z) (Euler's transformation):
+    the first two parameters no longer grow with x, so the series stays of order 1 where
+    the original form multiplies an underflowing power by an overflowing 2F1."""
+    return np.exp((a - 1.0) * np.log1p(-z)) * special.hyp2f1(a + b - 1.0 - r, a - 1.0,
+                                                             a + b + x - 1.0, z)
 
 
 def expected_purchases_new_customer(params: BGNBDLike, t: float | ArrayLike) -> FloatArray:
     """E[X(t)] for a customer just acquired (t in the model's time unit)::
 
         (a + b - 1) / (a - 1) [1 - (alpha / (alpha + t))^r 2F1(r, b; a + b - 1; t / (alpha + t))]
+
+    (the bracket through ``_power_times_2f1`` with x = 0).
     """
     r, alpha, a, b = _bgnbd_tuple(params)
     horizon = np.atleast_1d(np.asarray(t, dtype=float))
     if np.any(horizon < 0) or not np.all(np.isfinite(horizon)):
         raise InvalidModelData("the prediction horizon must be finite and >= 0", "t")
     _check_a(a)
-    hyp = special.hyp2f1(r, b, a + b - 1.0, horizon / (alpha + horizon))
-    return (a + b - 1.0) / (a - 1.0) * (1.0 - (alpha / (alpha + horizon)) ** r * hyp)
+    return (a + b - 1.0) / (a - 1.0) * (1.0 - _power_times_2f1(r, a, b, 0.0,
+                                                             horizon / (alpha + horizon)))
 
 
 def _check_a(a: float) -> None:

@@ -1,11 +1,13 @@
-"""``rapport churn import | check | report``: churn records from a file, the churn-rate
-jump check, the monthly report as text."""
+"""``rapport churn import | check | report | fit | score | warnings``: churn records from a
+file, the churn-rate jump check, the monthly report as text, fitting the models, scoring
+every customer, and the warning list as CSV."""
 
 from __future__ import annotations
 
 import datetime as dt
 import sys
 from pathlib import Path
+from typing import Any
 
 import click
 
@@ -15,7 +17,7 @@ from core.errors import UserError
 from core.importers import FileFormat, ImportFileError
 from core.services import transaction
 
-from plugins.churn import report
+from plugins.churn import modeling, report
 from plugins.churn.importer import open_churn_import
 
 _WHEN = click.DateTime(["%Y-%m-%dT%H:%M:%S%z", "%Y-%m-%dT%H:%M:%S", "%Y-%m-%d"])
@@ -92,8 +94,11 @@ def _rate(value: float | None) -> str:
 @churn_group.command("report")
 @click.option("--from", "from_", required=True, help="First day (YYYY-MM-DD).")
 @click.option("--to", required=True, help="Last day, included (YYYY-MM-DD).")
-def report_command(from_: str, to: str) -> None:
-    """Monthly churn: active customers at the start, churned, churn and retention rates."""
+@click.option("--out", type=click.Path(dir_okay=False, path_type=Path),
+              help="Also write the HTML report with its charts to this file.")
+def report_command(from_: str, to: str, out: Path | None) -> None:
+    """Monthly churn: active customers at the start, churned, churn and retention rates;
+    with --out, the HTML report (charts, warning list, model) as one self-contained page."""
     try:
         figures = report.churn_report({"from": from_, "to": to})
     except UserError as exc:
@@ -106,3 +111,131 @@ def report_command(from_: str, to: str) -> None:
     for title, counts in (("by type", figures.by_type), ("by reason", figures.by_reason)):
         click.echo(f"{title}: " + (", ".join(f"{k} {v}" for k, v in sorted(counts.items()))
                                    or "none"))
+    if out is not None:
+        from plugins.churn.html_report import STEPS, render_churn_report
+
+        with click.progressbar(length=STEPS, label="Churn report", file=sys.stderr) as bar:
+            page = render_churn_report(from_, to, progress=bar.update)
+        try:
+            out.write_text(page, encoding="utf-8")
+        except OSError as exc:
+            raise click.ClickException(f"Cannot write {out}: {exc.strerror}") from None
+        click.echo(f"report written to {out}")
+
+
+class _ProgressBar:
+    """A ``modeling.Progress`` drawing a click progress bar on stderr, opened on the first
+    call (when the total is known)."""
+
+    def __init__(self, label: str):
+        self.label = label
+        self.bar: Any = None
+
+    def __call__(self, done: int, total: int) -> None:
+        if self.bar is None:
+            self.bar = click.progressbar(length=max(total, 1), label=self.label,
+                                         file=sys.stderr)
+            self.bar.__enter__()
+        self.bar.update(max(0, done - self.bar.pos))
+
+    def close(self) -> None:
+        if self.bar is not None:
+            self.bar.__exit__(None, None, None)
+            self.bar = None
+
+
+def _auc(metrics: dict[str, Any] | None) -> str:
+    if not metrics:
+        return "n/a"
+    return (f"ROC-AUC {metrics['roc_auc']:.3f}, PR-AUC {metrics['pr_auc']:.3f} (base rate "
+            f"{metrics['base_rate']:.3f}), Brier {metrics['brier']:.4f}, n {metrics['n']}")
+
+
+@churn_group.command("fit")
+@click.option("--as-of", type=_WHEN, help="Calibration date (default now; without a zone: "
+                                          "UTC).")
+@click.option("--time-unit", type=click.Choice(["day", "week"]), default="day",
+              show_default=True, help="Unit of the BG/NBD times.")
+@click.option("--classifier", type=click.Choice(["logistic", "knn", "gradient_boosting"]),
+              default="logistic", show_default=True, help="The churn-risk classifier.")
+@click.option("--horizon-days", type=click.IntRange(1, modeling.MAX_HORIZON_DAYS), default=90,
+              show_default=True, help="The classifier predicts churn within this many days.")
+def fit_command(as_of: dt.datetime | None, time_unit: str, classifier: str,
+                horizon_days: int) -> None:
+    """Fit BG/NBD, Gamma-Gamma and the classifier; store them as the active model."""
+    bar = _ProgressBar("Training features")
+    try:
+        version = modeling.fit_models(_aware(as_of), time_unit, classifier, horizon_days,
+                                      progress=bar)
+    except UserError as exc:
+        raise fail(exc) from None
+    finally:
+        bar.close()
+    params, metrics = version.params, version.metrics
+    g = params["bgnbd"]
+    click.echo(f"model version {version.id} ({version.kind}), as of "
+               f"{version.as_of.isoformat()}, time unit {version.time_unit.value}")
+    click.echo(f"BG/NBD: r {g['r']:.4g}, alpha {g['alpha']:.4g}, a {g['a']:.4g}, "
+               f"b {g['b']:.4g}, log-likelihood {g['log_likelihood']:.2f} "
+               f"({g['n_customers']} customers, {g['n_repeat_buyers']} repeat buyers)")
+    gg = params.get("gamma_gamma")
+    if gg:
+        click.echo(f"Gamma-Gamma: p {gg['p']:.4g}, q {gg['q']:.4g}, gamma {gg['gamma']:.4g}, "
+                   f"log-likelihood {gg['log_likelihood']:.2f} ({gg['n_customers']} buyers)")
+    trained = metrics.get("classifier")
+    if trained:
+        training = metrics["training"]
+        click.echo(f"classifier {trained['kind']}: trained as of {training['as_of']} on "
+                   f"{training['labelled']} customers, {training['churned']} churned within "
+                   f"{training['horizon_days']} days")
+        click.echo(f"  cross-validation: {_auc(trained['cross_validation'])}")
+        click.echo(f"  time-aware: {_auc(trained['time_validation'])}")
+        for note in trained["notes"]:
+            click.echo(f"  note: {note}")
+    for note in metrics.get("notes", []):
+        click.echo(f"note: {note}")
+
+
+@churn_group.command("score")
+@click.option("--chunk-size", type=click.IntRange(100, 200_000),
+              default=modeling.DEFAULT_SCORE_CHUNK, show_default=True,
+              help="Customers per chunk (memory holds one chunk).")
+def score_command(chunk_size: int) -> None:
+    """Score every customer with the active model (risk, P(alive), CLV, top factors)."""
+    bar = _ProgressBar("Scoring customers")
+    try:
+        summary = modeling.score_customers(chunk_size, progress=bar)
+    except UserError as exc:
+        raise fail(exc) from None
+    finally:
+        bar.close()
+    click.echo(f"scored {summary.customers} customers ({summary.with_purchases} with "
+               f"purchases) with model version {summary.model_version}: mean risk "
+               f"{summary.mean_risk:.3f}, {summary.high_risk} at risk >= 0.5, total CLV "
+               f"{summary.total_clv:,.2f}; {summary.removed_old_scores} older scores removed")
+    for note in summary.notes:
+        click.echo(f"note: {note}")
+
+
+@churn_group.command("warnings")
+@click.option("--out", "out", required=True, type=click.Path(dir_okay=False, path_type=Path),
+              help="CSV file to write.")
+@click.option("--min-risk", type=click.FloatRange(0.0, 1.0), default=0.0, show_default=True,
+              help="Leave out customers below this risk.")
+@click.option("--limit", type=click.IntRange(1), help="At most this many customers.")
+def warnings_command(out: Path, min_risk: float, limit: int | None) -> None:
+    """At-risk customers, biggest risk x CLV first, as CSV for the people who follow up."""
+    # Written next to FILE, then renamed over it: a failed run (no scores yet, a full
+    # disk) leaves an existing FILE as it was instead of truncated or half written.
+    partial = out.with_name(f".{out.name}.partial")
+    try:
+        with partial.open("w", newline="", encoding="utf-8") as handle:
+            count = modeling.write_warnings(handle, min_risk, limit)
+        partial.replace(out)
+    except OSError as exc:
+        raise click.ClickException(f"cannot write {out}: {exc.strerror}") from None
+    except UserError as exc:
+        raise fail(exc) from None
+    finally:
+        partial.unlink(missing_ok=True)
+    click.echo(f"{count} customers written to {out}")

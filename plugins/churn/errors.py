@@ -13,6 +13,10 @@ class ChurnErrorCode:
     CUSTOMER_ERASED = "CUSTOMER_ERASED"
     ALREADY_RESOLVED = "ALREADY_RESOLVED"
     CAMPAIGN_ENDED = "CAMPAIGN_ENDED"
+    #: Scoring or reading scores needs a fitted model (``rapport churn fit``).
+    NO_MODEL = "NO_MODEL"
+    #: The installed plugins give other feature columns than the model was trained on.
+    FEATURES_CHANGED = "FEATURES_CHANGED"
 
 
 CODES = [v for k, v in vars(ChurnErrorCode).items() if k.isupper()]

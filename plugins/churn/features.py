@@ -145,8 +145,11 @@ def _epoch_days(moment: Any) -> ColumnElement[float]:
 
 
 def _floor(value: ColumnElement[float]) -> ColumnElement[int]:
-    if _dialect() == "sqlite":  # positive values only: truncation is the floor
-        return cast(value, Integer)
+    if _dialect() == "sqlite":
+        # CAST truncates towards zero: below 0 (days before 1970) that is the floor + 1,
+        # so a negative non-integer value takes one off.
+        truncated = cast(value, Integer)
+        return truncated - case((value < truncated, 1), else_=0)
     return cast(func.floor(value), Integer)
 
 

@@ -24,6 +24,7 @@ from core.importers import (
     BatchOutcome, ImportFileError, ImportJob, Record, RecordReader, default_rejects_path,
     detect_format,
 )
+from core.schemas import UTCDateTimeField
 from core.services import transaction
 from core.services.customers import customer_ids_by_external_id
 
@@ -31,7 +32,9 @@ from plugins.churn import report, service
 
 COLUMNS = ("customer_external_id", "customer_source", "churned_at", "type", "reason", "note")
 REQUIRED = ("customer_external_id", "churned_at", "type", "reason")
+_KEY_COLUMNS = ("customer_external_id", "customer_source")
 DEFAULT_SOURCE = "default"
+_DATE = UTCDateTimeField()
 _FIELD_TO_COLUMN = {"customerId": "customer_external_id", "churnedAt": "churned_at"}
 
 
@@ -43,7 +46,8 @@ class ChurnRecordImporter:
     """
 
     def __init__(self) -> None:
-        self.churn_dates: dict[str, dt.datetime] = {}
+        #: One imported churn date per month of RAPPORT_TIMEZONE (the months to check).
+        self.churn_dates: dict[dt.date, dt.datetime] = {}
 
     def check_jumps(self) -> list[report.Jump]:
         with transaction():
@@ -65,13 +69,9 @@ class ChurnRecordImporter:
         """Mark one batch churned; rows that cannot be are reported by line."""
         outcome = BatchOutcome()
         for record in records:
-            unknown = [k for k in record.values if k not in COLUMNS]
-            missing = [k for k in REQUIRED if k not in record.values]
-            if unknown or missing:
-                outcome.rejected[record.line] = [
-                    *(FieldError("Unknown field.", ErrorCode.UNKNOWN_FIELD, k) for k in unknown),
-                    *(FieldError("Missing data for required field.", ErrorCode.REQUIRED, k)
-                      for k in missing)]
+            problems = _row_problems(record.values)
+            if problems:
+                outcome.rejected[record.line] = problems
         usable = [r for r in records if r.line not in outcome.rejected]
         customers = customer_ids_by_external_id({_customer_key(r.values) for r in usable})
         items: list[dict[str, Any]] = []
@@ -84,18 +84,21 @@ class ChurnRecordImporter:
                     f"the customers first.", ErrorCode.NOT_FOUND, "customer_external_id")]
                 continue
             values = record.values
-            item = {"customer_id": customers[key], "churned_at": str(values["churned_at"]),
-                    "type": str(values["type"]), "reason": str(values["reason"])}
+            # As read: the API's schema refuses a JSON value that is not text (and NUL).
+            item = {"customer_id": customers[key], "churned_at": values["churned_at"],
+                    "type": values["type"], "reason": values["reason"]}
             if values.get("note") is not None:
-                item["note"] = str(values["note"])
+                item["note"] = values["note"]
             items.append(item)
             lines.append(record.line)
         if items:
             result = service.mark_customers_churned(items, partial=True, check_jumps=False)
+            tz = report.business_tz()
             for index in result.recorded_ids:
-                when = dt.datetime.fromisoformat(items[index]["churned_at"])
-                when = when if when.tzinfo else when.replace(tzinfo=dt.timezone.utc)
-                self.churn_dates.setdefault(f"{when:%Y-%m}", when)
+                # Parsed as the service parsed it; keyed by the month the report uses (a
+                # date's month in UTC or in its own offset may be another one).
+                when = _DATE.deserialize(items[index]["churned_at"])
+                self.churn_dates.setdefault(report.month_of(when, tz), when)
             outcome.imported = result.recorded
             outcome.skipped = len(result.existing_ids)
             for index, errors in result.rejected.items():
@@ -103,6 +106,26 @@ class ChurnRecordImporter:
                     FieldError(e.message, e.code, _FIELD_TO_COLUMN.get(e.field or "", e.field))
                     for e in errors]
         return outcome
+
+
+def _row_problems(values: dict[str, Any]) -> list[FieldError]:
+    """What keeps a row from reaching the service: unknown or missing columns, and a
+    customer key that cannot be looked up (not text or a whole number, or with NUL, which
+    PostgreSQL cannot compare)."""
+    problems = [FieldError("Unknown field.", ErrorCode.UNKNOWN_FIELD, k)
+                for k in values if k not in COLUMNS]
+    problems += [FieldError("Missing data for required field.", ErrorCode.REQUIRED, k)
+                 for k in REQUIRED if k not in values]
+    for column in _KEY_COLUMNS:
+        value = values.get(column)
+        if value is None:
+            continue
+        if isinstance(value, bool) or not isinstance(value, str | int):
+            problems.append(FieldError("Use text or a whole number.", ErrorCode.INVALID, column))
+        elif "\x00" in str(value):
+            problems.append(FieldError("Text may not contain the NUL character.",
+                                       ErrorCode.INVALID, column))
+    return problems
 
 
 def _customer_key(values: dict[str, Any]) -> tuple[str, str]:

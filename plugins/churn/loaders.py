@@ -5,13 +5,14 @@ from __future__ import annotations
 from collections import defaultdict
 
 from sqlalchemy import func, select
+from sqlalchemy.orm import defer
 
 from api import ModelByIdLoader, RapportLoader
 from core.db import db
 
-from plugins.churn import service
+from plugins.churn import modeling, service
 from plugins.churn.models import (
-    ChurnRecord, WinbackAttempt, WinbackCampaign, WinbackOutcome,
+    ChurnModelVersion, ChurnRecord, ChurnScore, WinbackAttempt, WinbackCampaign, WinbackOutcome,
 )
 
 
@@ -58,3 +59,21 @@ class WinbackOutcomesByCampaignLoader(RapportLoader):
                 .group_by(WinbackAttempt.campaign_id, WinbackAttempt.outcome)):
             counts[campaign_id][outcome] = count
         return [counts[k] for k in keys]
+
+
+class ChurnScoreByCustomerLoader(RapportLoader):
+    """Each customer's score under the current model version (None when unscored)."""
+
+    def load_batch(self, keys: list[int]) -> list[ChurnScore | None]:
+        found = modeling.scores_of(keys)
+        return [found.get(k) for k in keys]
+
+
+class ChurnModelVersionByIdLoader(RapportLoader):
+    """Model versions without their classifier bytes (parameters and metrics only)."""
+
+    def load_batch(self, keys: list[int]) -> list[ChurnModelVersion | None]:
+        rows = db.session.scalars(select(ChurnModelVersion).options(
+            defer(ChurnModelVersion.artifact)).where(ChurnModelVersion.id.in_(keys))).all()
+        by_id = {row.id: row for row in rows}
+        return [by_id.get(k) for k in keys]

@@ -6,8 +6,9 @@ Definitions (docs/churn.md explains them with an example):
   churned at an instant t* when it has a churn record dated before t that was not
   reactivated by t. Erased customers stay counted: their records stay on the tombstone.
 - Months are calendar months of RAPPORT_TIMEZONE. Per month: ``active_at_start``
-  (customers existing before the month and not churned at its start), ``churned`` (churn
-  records dated in the month), ``reactivated`` (records closed in the month),
+  (customers existing before the month and not churned at its start), ``churned`` (the
+  customers with a churn record dated in the month, each once), ``reactivated`` (records
+  closed in the month),
   ``churn_rate`` = churned / active_at_start, ``retention_rate`` = the share of the
   customers active at the start who are not churned at the month's end (for the current
   month: now).
@@ -164,7 +165,7 @@ class ChurnReport:
 
 
 def churn_report(raw: dict[str, Any], *, now: dt.datetime | None = None) -> ChurnReport:
-    """The monthly figures of from..to (``PeriodSchema``): four GROUP BY queries."""
+    """The monthly figures of from..to (``PeriodSchema``): six GROUP BY queries."""
     data = load(PeriodSchema(), raw)
     return monthly_report(data["period_from"], data["period_to"], now or utcnow())
 
@@ -188,20 +189,24 @@ def monthly_report(first: dt.date, last: dt.date, now: dt.datetime) -> ChurnRepo
         report.months[idx].active_at_start = count
         report.months[idx].retained = int(retained or 0)
 
-    marks = db.session.execute(
-        select(table.c.idx, ChurnRecord.type, ChurnRecord.reason, func.count())
-        .join(ChurnRecord, and_(ChurnRecord.churned_at >= table.c.start,
-                                ChurnRecord.churned_at < table.c.end))
-        .group_by(table.c.idx, ChurnRecord.type, ChurnRecord.reason)).all()
+    # Customers, not records: one who left, came back and left again within a month is
+    # one churned customer of the month (the rate's numerator and denominator both count
+    # customers). By type and reason: the customers with such a record in the month.
+    in_month = and_(ChurnRecord.churned_at >= table.c.start, ChurnRecord.churned_at < table.c.end)
+    customers = func.count(ChurnRecord.customer_id.distinct())
+    for idx, count in db.session.execute(
+            select(table.c.idx, customers).join(ChurnRecord, in_month)
+            .group_by(table.c.idx)).all():
+        report.months[idx].churned = count
     totals_type: dict[str, int] = defaultdict(int)
     totals_reason: dict[str, int] = defaultdict(int)
-    for idx, type_, reason, count in marks:
-        figures = report.months[idx]
-        figures.churned += count
-        figures.by_type[type_.value] = figures.by_type.get(type_.value, 0) + count
-        figures.by_reason[reason.value] = figures.by_reason.get(reason.value, 0) + count
-        totals_type[type_.value] += count
-        totals_reason[reason.value] += count
+    for column, attribute, totals in ((ChurnRecord.type, "by_type", totals_type),
+                                      (ChurnRecord.reason, "by_reason", totals_reason)):
+        for idx, value, count in db.session.execute(
+                select(table.c.idx, column, customers).join(ChurnRecord, in_month)
+                .group_by(table.c.idx, column)).all():
+            getattr(report.months[idx], attribute)[value.value] = count
+            totals[value.value] += count
     report.by_type, report.by_reason = dict(totals_type), dict(totals_reason)
 
     for idx, count in db.session.execute(
@@ -247,7 +252,7 @@ class Jump:
     alert_id: int | None = None
 
 
-def _month_of(moment: dt.datetime, tz: ZoneInfo) -> dt.date:
+def month_of(moment: dt.datetime, tz: ZoneInfo) -> dt.date:
     return moment.astimezone(tz).date().replace(day=1)
 
 
@@ -272,7 +277,7 @@ def check_churn_jumps(moments: Iterable[dt.datetime], *, now: dt.datetime | None
     month and kind, in the caller's transaction. Returns the jumps newly alerted."""
     now = now or utcnow()
     tz = business_tz()
-    wanted = {_month_of(m, tz) for m in moments if m <= now}
+    wanted = {month_of(m, tz) for m in moments if m <= now}
     if not wanted:
         return []
     first = min(wanted)

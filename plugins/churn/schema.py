@@ -1,5 +1,6 @@
-"""GraphQL: ``Customer.churnRecords``, ``Customer.winbackAttempts``, ``churnReport``,
-``winbackCampaigns``, ``winbackStats`` and the churn and win-back mutations.
+"""GraphQL: ``Customer.churnRecords``, ``Customer.winbackAttempts``, ``Customer.churn``,
+``churnModel``, ``churnWarnings``, ``churnReport``, ``winbackCampaigns``, ``winbackStats``
+and the churn and win-back mutations.
 
 ``markCustomersChurned`` works like core's ``recordInteractions``: all or nothing by
 default, ``partial: true`` keeps the valid items; per-item errors carry the item index
@@ -8,11 +9,14 @@ default, ``partial: true`` keeps the valid items; per-item errors carry the item
 
 from __future__ import annotations
 
+import datetime as dt
+import math
 from typing import Any
 
 import graphene
 from graphene import relay
 from sqlalchemy import func, select
+from sqlalchemy.orm import defer
 
 from api import (
     CustomerType, RapportMutation, connection, ctx, error_type, global_id, load_related,
@@ -26,14 +30,16 @@ from core.db import db
 from core.errors import ErrorCode, FieldError, UserError
 from core.services.interactions import BatchRejected
 
-from plugins.churn import report, service
+from plugins.churn import modeling, report, service
 from plugins.churn.errors import CODES
 from plugins.churn.loaders import (
-    ChurnRecordByIdLoader, ChurnRecordsByCustomerLoader, WinbackAttemptByIdLoader,
+    ChurnModelVersionByIdLoader, ChurnRecordByIdLoader, ChurnRecordsByCustomerLoader,
+    ChurnScoreByCustomerLoader, WinbackAttemptByIdLoader,
     WinbackAttemptsByCustomerLoader, WinbackCampaignByIdLoader, WinbackOutcomesByCampaignLoader,
 )
 from plugins.churn.models import (
-    ChurnReason, ChurnRecord, ChurnType, WinbackAttempt, WinbackCampaign, WinbackOutcome,
+    ChurnModelVersion, ChurnReason, ChurnRecord, ChurnScore, ChurnType, TimeUnit,
+    WinbackAttempt, WinbackCampaign, WinbackOutcome,
     WinbackStrategy,
 )
 
@@ -267,6 +273,189 @@ def resolve_winback_campaigns(root: Any, info: Any, first: int | None = None,
         select(func.count()).select_from(WinbackCampaign)))
 
 
+# --- Scores and models -----------------------------------------------------------------------
+
+
+ChurnTimeUnitEnum = graphene.Enum.from_enum(TimeUnit, name="ChurnTimeUnit")
+#: ``expectedPurchases(days)`` accepts up to ten years.
+MAX_PREDICTION_DAYS = 3650
+
+
+class ChurnFactor(graphene.ObjectType):
+    feature = graphene.String(required=True, description="A feature name (docs/churn.md).")
+    contribution = graphene.Float(required=True, description=(
+        "Signed, in log-odds of churn: above 0 the feature raises this customer's risk."))
+
+
+class CustomerChurn(graphene.ObjectType):
+    """The customer's latest score (``rapport churn score``)."""
+
+    risk = graphene.Float(required=True, description=(
+        "Probability of churn: the classifier's when the model has one, else 1 - P(alive)."))
+    probability_alive = graphene.Float(description=(
+        "BG/NBD P(alive) at scoring time; null for a customer without a purchase."))
+    expected_purchases = graphene.Float(
+        days=graphene.Int(required=True), description=(
+            "Expected purchases in the next `days` days (BG/NBD, from the summary at scoring "
+            "time); null for a customer without a purchase."))
+    clv = graphene.Float(description=(
+        "Discounted expected spend over RAPPORT_CHURN_CLV_HORIZON_MONTHS, in the base "
+        "currency; null without a purchase or without a Gamma-Gamma model."))
+    expected_order_value = graphene.Float(description="Gamma-Gamma expected order value.")
+    priority = graphene.Float(required=True, description=(
+        "risk x clv; 0 for a customer without a purchase; the risk itself when the model "
+        "has no Gamma-Gamma part (no CLV for anyone)."))
+    top_factors = graphene.List(graphene.NonNull(ChurnFactor), required=True, description=(
+        "Up to 5 features with the largest contributions, largest first (empty without a "
+        "classifier)."))
+    scored_at = graphene.DateTime(required=True)
+    model_version = graphene.Int(required=True)
+
+    @staticmethod
+    def resolve_probability_alive(root: ChurnScore, info: Any) -> float | None:
+        return root.p_alive
+
+    @staticmethod
+    def resolve_expected_order_value(root: ChurnScore, info: Any) -> float | None:
+        return root.expected_aov
+
+    @staticmethod
+    def resolve_model_version(root: ChurnScore, info: Any) -> int:
+        return root.model_version_id
+
+    @staticmethod
+    async def resolve_expected_purchases(root: ChurnScore, info: Any, days: int
+                                         ) -> float | None:
+        if not 0 <= days <= MAX_PREDICTION_DAYS:
+            raise bad_input(f"days must be from 0 to {MAX_PREDICTION_DAYS} (got {days}).")
+        version = await ctx(info).loader(ChurnModelVersionByIdLoader).load(
+            root.model_version_id)
+        return None if version is None else modeling.expected_purchases(version, root, days)
+
+
+class BgnbdParameters(graphene.ObjectType):
+    r = graphene.Float(required=True)
+    alpha = graphene.Float(required=True, description="In the model's time unit.")
+    a = graphene.Float(required=True)
+    b = graphene.Float(required=True)
+    log_likelihood = graphene.Float(required=True)
+    time_unit = graphene.Field(ChurnTimeUnitEnum, required=True)
+    customers = graphene.Int(required=True)
+    repeat_buyers = graphene.Int(required=True)
+
+
+class GammaGammaParameters(graphene.ObjectType):
+    p = graphene.Float(required=True)
+    q = graphene.Float(required=True)
+    gamma = graphene.Float(required=True)
+    log_likelihood = graphene.Float(required=True)
+    buyers = graphene.Int(required=True)
+
+
+class ChurnClassifierInfo(graphene.ObjectType):
+    kind = graphene.String(required=True, description="logistic, knn or gradient_boosting.")
+    roc_auc = graphene.Float(required=True, description="Stratified cross-validation.")
+    pr_auc = graphene.Float(required=True, description="Stratified cross-validation.")
+    base_rate = graphene.Float(required=True, description="The PR-AUC of a random ranking.")
+    time_aware_roc_auc = graphene.Float(description=(
+        "Trained on older customers, tested on newer ones; null when it could not be done."))
+    trained_at = graphene.DateTime(required=True)
+    training_as_of = graphene.DateTime(required=True, description=(
+        "Features as of this date, labels: churned within horizonDays after it."))
+    horizon_days = graphene.Int(required=True)
+    features = graphene.List(graphene.NonNull(graphene.String), required=True)
+
+
+class ChurnModel(graphene.ObjectType):
+    """The active model version (``rapport churn fit``)."""
+
+    version = graphene.Int(required=True)
+    as_of = graphene.DateTime(required=True, description="The calibration date.")
+    created_at = graphene.DateTime(required=True)
+    kind = graphene.String(required=True)
+    bgnbd = graphene.Field(BgnbdParameters, required=True)
+    gamma_gamma = graphene.Field(GammaGammaParameters)
+    classifier = graphene.Field(ChurnClassifierInfo)
+    notes = graphene.List(graphene.NonNull(graphene.String), required=True, description=(
+        "Why a part is missing (no Gamma-Gamma, no classifier) and fit warnings."))
+
+    @staticmethod
+    def resolve_version(root: ChurnModelVersion, info: Any) -> int:
+        return root.id
+
+    @staticmethod
+    def resolve_bgnbd(root: ChurnModelVersion, info: Any) -> BgnbdParameters:
+        g = root.params["bgnbd"]
+        return BgnbdParameters(r=g["r"], alpha=g["alpha"], a=g["a"], b=g["b"],
+                               log_likelihood=g["log_likelihood"], time_unit=root.time_unit,
+                               customers=g["n_customers"], repeat_buyers=g["n_repeat_buyers"])
+
+    @staticmethod
+    def resolve_gamma_gamma(root: ChurnModelVersion, info: Any) -> GammaGammaParameters | None:
+        g = root.params.get("gamma_gamma")
+        return None if not g else GammaGammaParameters(
+            p=g["p"], q=g["q"], gamma=g["gamma"], log_likelihood=g["log_likelihood"],
+            buyers=g["n_customers"])
+
+    @staticmethod
+    def resolve_classifier(root: ChurnModelVersion, info: Any) -> ChurnClassifierInfo | None:
+        found = root.metrics.get("classifier")
+        if not found:
+            return None
+        cv, timed = found["cross_validation"], found.get("time_validation")
+        training = root.metrics["training"]
+        return ChurnClassifierInfo(
+            kind=found["kind"], roc_auc=cv["roc_auc"], pr_auc=cv["pr_auc"],
+            base_rate=cv["base_rate"], time_aware_roc_auc=timed["roc_auc"] if timed else None,
+            trained_at=dt.datetime.fromisoformat(found["trained_at"]),
+            training_as_of=dt.datetime.fromisoformat(training["as_of"]),
+            horizon_days=training["horizon_days"], features=root.feature_names)
+
+    @staticmethod
+    def resolve_notes(root: ChurnModelVersion, info: Any) -> list[str]:
+        classifier = root.metrics.get("classifier") or {}
+        return [*root.metrics.get("notes", []), *classifier.get("notes", [])]
+
+
+def resolve_churn_model(root: Any, info: Any) -> ChurnModelVersion | None:
+    return db.session.scalars(select(ChurnModelVersion).options(
+        defer(ChurnModelVersion.artifact)).where(ChurnModelVersion.active.is_(True))
+        .order_by(ChurnModelVersion.id.desc()).limit(1)).first()
+
+
+class ChurnWarning(CustomerChurn):
+    """A scored customer in the warning list."""
+
+    customer = graphene.Field(CustomerType, required=True)
+
+    @staticmethod
+    def resolve_customer(root: ChurnScore, info: Any) -> Any:
+        return ctx(info).loader(CustomerByIdLoader).load(root.customer_id)
+
+
+ChurnWarningConnection = connection(ChurnWarning, "ChurnWarning")
+
+
+def resolve_churn_warnings(root: Any, info: Any, first: int | None = None,
+                           after: str | None = None, min_risk: float = 0.0) -> Any:
+    size = page_size(first)
+    if not 0.0 <= min_risk <= 1.0:
+        raise bad_input(f"minRisk must be from 0 to 1 (got {min_risk}).")
+    query = modeling.warnings_query(min_risk)
+    if after:
+        position = decode_cursor(after, 2, (float, int))
+        # JSON reads NaN and Infinity, which SQL compares as NULL (SQLite) or above every
+        # number (PostgreSQL): an edited cursor, never one of ours (priorities are finite).
+        if not math.isfinite(position[0]):
+            raise bad_input("Invalid cursor: pass the endCursor of a previous page unchanged.")
+        query = query.where(after_condition(
+            [ChurnScore.priority, ChurnScore.customer_id], position, descending=True))
+    rows = db.session.scalars(query.limit(size + 1)).all()
+    return make_page(rows, size, after, lambda s: [float(s.priority), s.customer_id],
+                     lambda: db.session.scalar(select(func.count()).select_from(
+                         modeling.warnings_query(min_risk).order_by(None).subquery())))
+
+
 # --- Mutations -----------------------------------------------------------------------------
 
 
@@ -480,6 +669,12 @@ def customer_fields() -> dict[str, graphene.Field]:
             resolver=lambda root, info: ctx(info).loader(WinbackAttemptsByCustomerLoader)
             .load(root.id),
             description="Attempts to win the customer back, newest first."), READ),
+        "churn": scoped(graphene.Field(
+            CustomerChurn,
+            resolver=lambda root, info: ctx(info).loader(ChurnScoreByCustomerLoader)
+            .load(root.id),
+            description="Churn risk, P(alive), CLV and top factors; null when unscored."),
+            READ),
     }
 
 
@@ -496,6 +691,16 @@ def query_fields() -> dict[str, graphene.Field]:
             WinbackCampaignConnection, required=True, first=graphene.Int(),
             after=graphene.String(), resolver=resolve_winback_campaigns,
             description="Win-back campaigns, newest first."), READ),
+        "churnModel": scoped(graphene.Field(
+            ChurnModel, resolver=resolve_churn_model,
+            description="The active churn model; null when none was fitted."), READ),
+        "churnWarnings": scoped(graphene.Field(
+            ChurnWarningConnection, required=True, first=graphene.Int(),
+            after=graphene.String(), min_risk=graphene.Float(default_value=0.0),
+            resolver=resolve_churn_warnings, description=(
+                "Scored customers with risk >= minRisk who are not already marked churned "
+                "(an open churn record), biggest priority (risk x CLV) first (ties: customer "
+                "id, descending).")), READ),
         "winbackStats": scoped(graphene.Field(
             WinbackStats, required=True, resolver=resolve_winback_stats, args=dict(_PERIOD),
             description="Attempts made from..to by strategy and outcome."), READ),

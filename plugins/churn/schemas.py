@@ -7,6 +7,7 @@ its own code (UNKNOWN_TYPE / UNKNOWN_REASON) rather than a generic INVALID.
 
 from __future__ import annotations
 
+import datetime as dt
 from typing import Any
 
 from marshmallow import RAISE, ValidationError, fields, pre_load, validate, validates_schema
@@ -82,14 +83,24 @@ class ResolveAttemptSchema(_Strict):
     note = fields.String(allow_none=True, validate=_TEXT)
 
 
+#: Report periods stay well inside Python's calendar: a month's end in RAPPORT_TIMEZONE is
+#: computed for ``to`` (9999-12-31 has no next month) and 0001-01-01 in a zone east of UTC
+#: is before year 1 in UTC.
+FIRST_DAY, LAST_DAY = dt.date(1900, 1, 1), dt.date(9998, 12, 31)
+_DAY = validate.Range(FIRST_DAY, LAST_DAY,
+                      error=f"Use a date from {FIRST_DAY.isoformat()} to {LAST_DAY.isoformat()}.")
+
+
 class PeriodSchema(_Strict):
     """``from`` .. ``to``: whole days in RAPPORT_TIMEZONE, ``to`` included."""
 
-    period_from = fields.Date(required=True, data_key="from")
-    period_to = fields.Date(required=True, data_key="to")
+    period_from = fields.Date(required=True, data_key="from", validate=_DAY)
+    period_to = fields.Date(required=True, data_key="to", validate=_DAY)
 
     @validates_schema
     def _ordered(self, data: dict[str, Any], **kwargs: Any) -> None:
+        if "period_from" not in data or "period_to" not in data:
+            return  # a field error is reported already
         if data["period_to"] < data["period_from"]:
             raise ValidationError("to is before from.", "to")
         if (data["period_to"] - data["period_from"]).days > 366 * 10:

@@ -16,7 +16,8 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from marshmallow import ValidationError
-from sqlalchemy import and_, case, delete, func, select, update
+from sqlalchemy import ColumnElement, and_, case, delete, func, not_, or_, select, update
+from sqlalchemy.exc import IntegrityError
 
 from core.db import db, utcnow
 from core.errors import ErrorCode, FieldError, UserError, errors_from_marshmallow
@@ -41,6 +42,7 @@ MAX_BATCH = 1000
 PURCHASE = "purchase"
 REASON_PURCHASE = "purchase"
 REASON_MANUAL = "reactivated by hand"
+WON_BACK_REASON = "won back by campaign {}"
 
 _TYPES = {t.value for t in ChurnType}
 _REASONS = {r.value for r in ChurnReason}
@@ -56,31 +58,43 @@ class CustomerFacts:
     #: from its first recorded purchase, even if the row was created later.
     existed_since: dt.datetime
     open_record: ChurnRecord | None
+    #: The latest churn date of its closed records: a new departure is not dated before
+    #: an earlier one (the new open record would cover that whole earlier episode).
+    last_departure: dt.datetime | None = None
+
+
+def _aware(value: dt.datetime | None) -> dt.datetime | None:
+    return value if value is None or value.tzinfo else value.replace(tzinfo=dt.timezone.utc)
 
 
 def customer_facts(customer_ids: Collection[int], *, lock: bool = False
                    ) -> dict[int, CustomerFacts]:
-    """Status, existence date and open churn record of each customer, in three queries."""
+    """Status, existence date, open churn record and latest closed departure of each
+    customer, in four queries."""
     if not customer_ids:
         return {}
     ids = set(customer_ids)
     stmt = select(Customer.id, Customer.status, Customer.created_at).where(Customer.id.in_(ids))
-    if lock:
-        stmt = stmt.with_for_update()
+    if lock:  # in id order: two batches sharing customers cannot deadlock
+        stmt = stmt.order_by(Customer.id).with_for_update()
     customers = db.session.execute(stmt).all()
     first = dict(db.session.execute(
         select(Interaction.customer_id, func.min(Interaction.occurred_at))
         .where(Interaction.customer_id.in_(ids)).group_by(Interaction.customer_id)).all())
     open_records = {r.customer_id: r for r in db.session.scalars(select(ChurnRecord).where(
         ChurnRecord.customer_id.in_(ids), ChurnRecord.reactivated_at.is_(None)))}
+    departed = dict(db.session.execute(
+        select(ChurnRecord.customer_id, func.max(ChurnRecord.churned_at))
+        .where(ChurnRecord.customer_id.in_(ids), ChurnRecord.reactivated_at.is_not(None))
+        .group_by(ChurnRecord.customer_id)).all())
     facts: dict[int, CustomerFacts] = {}
     for customer_id, status, created_at in customers:
         since = created_at
-        earliest = first.get(customer_id)
+        earliest = _aware(first.get(customer_id))
         if earliest is not None:
-            earliest = earliest if earliest.tzinfo else earliest.replace(tzinfo=dt.timezone.utc)
             since = min(since, earliest)
-        facts[customer_id] = CustomerFacts(status, since, open_records.get(customer_id))
+        facts[customer_id] = CustomerFacts(status, since, open_records.get(customer_id),
+                                           _aware(departed.get(customer_id)))
     return facts
 
 
@@ -124,6 +138,11 @@ def _mark_errors(data: Mapping[str, Any], facts: CustomerFacts | None, now: dt.d
             f"The churn date is before the customer existed "
             f"({facts.existed_since.isoformat()}).",
             ChurnErrorCode.BEFORE_CUSTOMER_EXISTED, "churnedAt")]
+    if facts.last_departure is not None and churned_at < facts.last_departure:
+        return [FieldError(
+            f"The customer has a later churn record (from "
+            f"{facts.last_departure.isoformat()}); a new departure is dated after it.",
+            ErrorCode.INVALID, "churnedAt")]
     return []
 
 
@@ -184,10 +203,19 @@ def mark_customers_churned(raws: Sequence[Mapping[str, Any]], *, partial: bool =
                 {d["customer_id"] for _, d in valid})))} if valid else {}
         fresh: list[tuple[int, dict[str, Any]]] = []
         seen: dict[int, int] = {}
+        #: A repeated item (the same customer, date, type, reason and note as an earlier
+        #: fresh one of the batch: a row twice in a file) gets that item's record, as a
+        #: re-run would; another mark of the same customer is ALREADY_CHURNED.
+        twins: dict[int, int] = {}
+        items = dict(valid)
         for index, data in valid:
             key = (data["customer_id"], data["churned_at"])
             if key in known:
                 result.existing_ids[index] = known[key]
+                continue
+            first = seen.get(data["customer_id"])
+            if first is not None and items[first] == data:
+                twins[index] = first
                 continue
             if data["customer_id"] in seen:
                 result.rejected[index] = [FieldError(
@@ -212,8 +240,13 @@ def mark_customers_churned(raws: Sequence[Mapping[str, Any]], *, partial: bool =
             db.session.add_all(records)
             db.session.flush()
             result.recorded_ids = {index: r.id for (index, _), r in zip(fresh, records)}
+            result.existing_ids.update({index: result.recorded_ids[first]
+                                        for index, first in twins.items()})
             change_customer_statuses([d["customer_id"] for _, d in fresh],
                                      CustomerStatus.CHURNED)
+            # A back-dated mark: a purchase already recorded after the churn date closes
+            # the record at once, as that purchase would have if recorded after the mark.
+            _reactivate_after_purchases(ChurnRecord.id.in_([r.id for r in records]))
             if check_jumps:
                 report.check_churn_jumps({d["churned_at"] for _, d in fresh}, now=now)
     return result
@@ -295,12 +328,18 @@ def reactivate_on_purchases(interaction_ids: Collection[int]) -> list[int]:
     (the earliest such purchase of the batch dates it). One grouped query for the batch."""
     if not interaction_ids:
         return []
+    return _reactivate_after_purchases(Interaction.id.in_(set(interaction_ids)))
+
+
+def _reactivate_after_purchases(condition: ColumnElement[bool]) -> list[int]:
+    """Close the open records with a purchase (among ``condition``'s interactions or
+    records) after their churn date, at the earliest such purchase."""
     rows = db.session.execute(
         select(Interaction.customer_id, func.min(Interaction.occurred_at))
         .join(ChurnRecord, and_(ChurnRecord.customer_id == Interaction.customer_id,
                                 ChurnRecord.reactivated_at.is_(None),
                                 Interaction.occurred_at > ChurnRecord.churned_at))
-        .where(Interaction.id.in_(set(interaction_ids)), Interaction.kind == PURCHASE)
+        .where(condition, Interaction.kind == PURCHASE)
         .group_by(Interaction.customer_id)).all()
     return reactivate_in_transaction({cid: when for cid, when in rows}, REASON_PURCHASE)
 
@@ -323,6 +362,11 @@ def create_campaign(raw: Mapping[str, Any], *, now: dt.datetime | None = None
             raise UserError.single("A campaign cannot end before it starts.", ErrorCode.INVALID,
                                    "endedAt")
         db.session.add(campaign)
+        try:
+            db.session.flush()
+        except IntegrityError:  # a concurrent request took the name since the check
+            raise UserError.single(f"A win-back campaign named {data['name']!r} exists.",
+                                   ErrorCode.UNIQUE, "name") from None
     return campaign
 
 
@@ -418,7 +462,7 @@ def _resolve(attempt: WinbackAttempt, outcome: WinbackOutcome, resolved_at: dt.d
     if outcome == WinbackOutcome.WON_BACK:
         name = campaign.name if campaign is not None else attempt.campaign_id
         reactivate_in_transaction({attempt.customer_id: resolved_at},
-                                  f"won back by campaign {name}")
+                                  WON_BACK_REASON.format(name))
 
 
 @dataclass
@@ -485,9 +529,10 @@ MERGE_REASON = "merged into customer {}"
 def merge_churn_data(survivor_id: int, merged_ids: Sequence[int]) -> None:
     """Re-key records, attempts and scores of the merged customers to the survivor.
 
-    The survivor's status is the merged customer's status (core keeps it), so open records
-    of the merged customers are closed at the merge ("merged into customer N") before they
-    move: one open record per customer stays true. A merged customer's score is dropped
+    The survivor keeps its own status (core's rule), so open records of the merged
+    customers are closed at the merge ("merged into customer N") before they
+    move: one open record per customer stays true; a merged customer's purchase after the
+    survivor's churn date reactivates the survivor. A merged customer's score is dropped
     where the survivor has one for the same model version (the next scoring run
     recomputes it on the merged history), and re-keyed otherwise.
     """
@@ -499,6 +544,9 @@ def merge_churn_data(survivor_id: int, merged_ids: Sequence[int]) -> None:
                 reactivation_reason=MERGE_REASON.format(survivor_id)))
     db.session.execute(update(ChurnRecord).where(ChurnRecord.customer_id.in_(merged_ids))
                        .values(customer_id=survivor_id))
+    # Core has moved the merged customers' interactions already: a purchase of theirs
+    # after the survivor's churn date brings the survivor back, as if recorded on it.
+    _reactivate_after_purchases(Interaction.customer_id == survivor_id)
     db.session.execute(update(WinbackAttempt).where(WinbackAttempt.customer_id.in_(merged_ids))
                        .values(customer_id=survivor_id))
     survivor_versions = select(ChurnScore.model_version_id).where(
@@ -517,7 +565,18 @@ def merge_churn_data(survivor_id: int, merged_ids: Sequence[int]) -> None:
 
 def erase_personal_data(customer_id: int) -> dict[str, Any] | None:
     """Churn records and attempts stay on the anonymous customer (the monthly report and
-    win-back rates do not change) without their free-text notes; scores are removed."""
+    win-back rates do not change) without their free-text notes; scores are removed.
+
+    A reactivation reason given by a person (``reactivateCustomer``'s free text) is
+    replaced by the generic one; the reasons Rapport writes itself stay."""
+    db.session.execute(update(ChurnRecord).where(
+        ChurnRecord.customer_id == customer_id, ChurnRecord.reactivation_reason.is_not(None),
+        not_(or_(ChurnRecord.reactivation_reason == REASON_PURCHASE,
+                 ChurnRecord.reactivation_reason.startswith(WON_BACK_REASON.format(""),
+                                                            autoescape=True),
+                 ChurnRecord.reactivation_reason.startswith(MERGE_REASON.format(""),
+                                                            autoescape=True))))
+        .values(reactivation_reason=REASON_MANUAL))
     records = db.session.execute(update(ChurnRecord).where(
         ChurnRecord.customer_id == customer_id).values(note=None))
     attempts = db.session.execute(update(WinbackAttempt).where(

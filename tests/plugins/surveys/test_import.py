@@ -4,6 +4,7 @@ and reason, re-runs idempotent, the hook fired, header problems stop before writ
 from __future__ import annotations
 
 import csv
+import datetime as dt
 from pathlib import Path
 from typing import Any
 
@@ -46,7 +47,7 @@ def test_an_import_with_every_kind_of_bad_row(surveys_app: Flask, tmp_path: Path
     erased = customer("Eve", "c-9")
     erase_customer(erased)
     customer("Zed", "c-3")
-    day = NOW.date().isoformat()
+    day = (NOW - dt.timedelta(days=1)).date().isoformat()  # whole day in the past
     file = _write(tmp_path / "responses.csv", [
         HEADER,
         f"c-1,{day}T10:00:00,9,5,6,2,web,price;staff,Lovely",      # 2 ok

@@ -1,0 +1,56 @@
+"""The churn report over HTTP: ``GET /reports/churn.html`` (scope churn:read).
+
+Query parameters ``from`` and ``to`` (YYYY-MM-DD, ``to`` included), both optional: by
+default the twelve months up to today (the current month and the eleven before, in
+RAPPORT_TIMEZONE). Answers: 200 with the page (``html_report.render_churn_report``); 400
+with the typed errors of a bad period; 401 / 403 without a key or the scope
+(``core.auth.require_scope``).
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from typing import Any
+
+from flask import Blueprint, Response, jsonify, request
+
+from core.auth import require_scope
+from core.db import utcnow
+from core.errors import UserError
+
+from plugins.churn.html_report import render_churn_report
+from plugins.churn.report import business_tz
+
+blueprint = Blueprint("churn_reports", __name__)
+
+#: Content-Security-Policy of the page: self-contained (inline style, SVG, the chart
+#: self-check script), so nothing may be fetched.
+PAGE_POLICY = ("default-src 'none'; style-src 'unsafe-inline'; script-src 'unsafe-inline'; "
+               "img-src data:; base-uri 'none'; form-action 'none'")
+DEFAULT_MONTHS = 12
+
+
+def default_period(now: dt.datetime) -> tuple[str, str]:
+    """The current month and the DEFAULT_MONTHS - 1 before it, up to today."""
+    today = now.astimezone(business_tz()).date()
+    first = today.replace(day=1)
+    for _ in range(DEFAULT_MONTHS - 1):
+        first = (first - dt.timedelta(days=1)).replace(day=1)
+    return first.isoformat(), today.isoformat()
+
+
+@blueprint.get("/reports/churn.html")
+@require_scope("churn:read")
+def churn_report_page() -> Any:
+    since, until = default_period(utcnow())
+    try:
+        page = render_churn_report(request.args.get("from", since),
+                                   request.args.get("to", until))
+    except UserError as exc:
+        return jsonify(errors=[{"field": e.field, "message": e.message, "code": e.code}
+                               for e in exc.errors]), 400
+    answer = Response(page, mimetype="text/html")
+    answer.headers["Content-Security-Policy"] = PAGE_POLICY
+    answer.headers["X-Content-Type-Options"] = "nosniff"
+    answer.headers["Cache-Control"] = "no-store"
+    return answer
