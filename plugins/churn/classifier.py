@@ -254,14 +254,22 @@ class Explanations:
     baseline_log_odds: FloatArray
     method: str
 
+    def top_indices(self, k: int = 5) -> tuple[NDArray[np.intp], FloatArray]:
+        """Per customer (rows), the column indices of the ``k`` largest |contribution|,
+        largest first (ties: the earlier feature), and those contributions."""
+        if self.contributions.size == 0:
+            empty = np.empty((len(self.contributions), 0))
+            return empty.astype(np.intp), empty
+        order = np.argsort(-np.abs(self.contributions), axis=1, kind="stable")[:, :k]
+        return order, np.take_along_axis(self.contributions, order, axis=1)
+
     def top_factors(self, k: int = 5) -> list[list[Factor]]:
         """Per customer, the ``k`` features with the largest |contribution|, largest first;
         features contributing exactly 0 are left out."""
-        if self.contributions.size == 0:
-            return [[] for _ in range(len(self.contributions))]
-        order = np.argsort(-np.abs(self.contributions), axis=1, kind="stable")[:, :k]
-        return [[Factor(self.feature_names[j], float(row[j])) for j in picks if row[j] != 0]
-                for row, picks in zip(self.contributions, order)]
+        order, values = self.top_indices(k)
+        names = self.feature_names
+        return [[Factor(names[j], v) for j, v in zip(picks, row) if v != 0]
+                for picks, row in zip(order.tolist(), values.tolist())]
 
 
 @dataclass

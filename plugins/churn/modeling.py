@@ -27,6 +27,7 @@ from __future__ import annotations
 import csv
 import datetime as dt
 import io
+import json
 import math
 from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass, field, is_dataclass
@@ -59,6 +60,8 @@ EXTENSION = "rapport_churn"
 #: Training rows kept at most (a uniform sample beyond: the base rate is unchanged).
 MAX_TRAINING_ROWS = 200_000
 TOP_FACTORS = 5
+#: PostgreSQL advisory lock key held by a scoring run (any fixed 64-bit number of ours).
+_SCORE_LOCK = 0x63_68_75_72_6E_73_63
 DEFAULT_SCORE_CHUNK = 20_000
 MAX_HORIZON_DAYS = 3650
 #: A month in days: CLV is discounted monthly.
@@ -133,9 +136,9 @@ class _Summaries:
     monetary: np.ndarray
 
     @classmethod
-    def collect(cls, as_of: dt.datetime, time_unit: TimeUnit, chunk_size: int
-                ) -> _Summaries:
-        chunks = list(features.btyd_chunks(as_of, time_unit, chunk_size))
+    def collect(cls, as_of: dt.datetime, time_unit: TimeUnit, chunk_size: int,
+                share: float = 1.0) -> _Summaries:
+        chunks = list(features.btyd_chunks(as_of, time_unit, chunk_size, share=share))
         if not chunks:
             empty = np.empty(0)
             return cls(empty.astype(np.int64), empty, empty, empty, empty)
@@ -201,19 +204,25 @@ class _TrainingSet:
     population: int
 
 
+def _training_share(t0: dt.datetime) -> tuple[int, float]:
+    """The customers existing at ``t0`` and the share of them the classifier trains on:
+    all of them up to MAX_TRAINING_ROWS, else a sample of that size chosen in SQL (the
+    features of the others are never computed)."""
+    population = db.session.scalar(select(func.count()).select_from(Customer).where(
+        features._existing_by(t0))) or 0
+    return population, min(1.0, MAX_TRAINING_ROWS / max(population, 1))
+
+
 def _training_set(spec: features.FeatureSpec, as_of: dt.datetime, bgnbd_t0: BGNBDParams,
-                  summaries_t0: _Summaries, chunk_size: int,
+                  summaries_t0: _Summaries, chunk_size: int, population: int, share: float,
                   progress: Progress | None) -> _TrainingSet:
-    """Features as of ``spec.as_of`` (t0) of the customers existing and not churned then,
-    with 1 - P(alive) as of t0 and the label churned in (t0, as_of]."""
+    """Features as of ``spec.as_of`` (t0) of the customers existing and not churned then
+    (the ``share`` sample of them), with 1 - P(alive) as of t0 and the label churned in
+    (t0, as_of]."""
     t0 = spec.as_of
     excluded = np.unique(np.asarray(db.session.scalars(_churned_at(t0)).all(), np.int64))
     positive = np.unique(np.asarray(db.session.scalars(select(ChurnRecord.customer_id).where(
         ChurnRecord.churned_at > t0, ChurnRecord.churned_at <= as_of)).all(), np.int64))
-    population = db.session.scalar(select(func.count()).select_from(Customer).where(
-        features._existing_by(t0))) or 0
-    keep_share = min(1.0, MAX_TRAINING_ROWS / max(population, 1))
-    rng = np.random.default_rng(0)
     alive_t0 = btyd.probability_alive(bgnbd_t0, summaries_t0.frequency, summaries_t0.recency,
                                       summaries_t0.T)
     order = np.argsort(summaries_t0.customer_ids)
@@ -222,24 +231,18 @@ def _training_set(spec: features.FeatureSpec, as_of: dt.datetime, bgnbd_t0: BGNB
     rows: list[np.ndarray] = []
     ids: list[np.ndarray] = []
     done = 0
-    for customers, id_range in features.customer_chunks(t0, chunk_size):
-        stmt = features.feature_select(customers, spec, id_range)
-        table = np.asarray(db.session.execute(stmt.order_by(customers.c.customer_id)).all(),
-                           dtype=np.float64)
-        if not len(table):
-            continue
-        done += len(table)
-        chunk_ids = table[:, 0].astype(np.int64)
+    expected = round(population * share)
+    for chunk in features.feature_chunks(spec, chunk_size, share=share):
+        done += len(chunk.customer_ids)
+        chunk_ids = chunk.customer_ids
         keep = ~np.isin(chunk_ids, excluded)
-        if keep_share < 1.0:
-            keep &= rng.random(len(chunk_ids)) < keep_share
-        values = table[keep, 1:]
+        values = chunk.values[keep]
         alive = _lookup(summary_ids, alive_t0, chunk_ids[keep])
         X, full_names = with_dropout_feature(values, names, alive)
         rows.append(X)
         ids.append(chunk_ids[keep])
         if progress:
-            progress(done, population)
+            progress(done, max(expected, done))
     all_ids = np.concatenate(ids) if ids else np.empty(0, np.int64)
     X = np.vstack(rows) if rows else np.empty((0, len(names) + 1))
     y = np.isin(all_ids, positive).astype(float)
@@ -298,6 +301,7 @@ def fit_models(as_of: dt.datetime | None = None, time_unit: str = "day",
     if calibration > utcnow() + dt.timedelta(minutes=5):
         raise InvalidModelData("the calibration date is in the future", "asOf")
     notes: list[str] = []
+    features.refresh_statistics(calibration)
     summaries = _Summaries.collect(calibration, unit, chunk_size)
     bgnbd = _fit_bgnbd(summaries, unit, calibration.isoformat())
     gamma_gamma, why = _fit_gamma_gamma(summaries)
@@ -312,9 +316,11 @@ def fit_models(as_of: dt.datetime | None = None, time_unit: str = "day",
     training: dict[str, Any] = {"as_of": t0.isoformat(), "horizon_days": horizon_days}
     metrics: dict[str, Any] = {}
     try:
-        summaries_t0 = _Summaries.collect(t0, unit, chunk_size)
+        population, share = _training_share(t0)
+        summaries_t0 = _Summaries.collect(t0, unit, chunk_size, share)
         bgnbd_t0 = _fit_bgnbd(summaries_t0, unit, t0.isoformat())
-        data = _training_set(spec, calibration, bgnbd_t0, summaries_t0, chunk_size, progress)
+        data = _training_set(spec, calibration, bgnbd_t0, summaries_t0, chunk_size,
+                             population, share, progress)
         training.update(customers=data.population, labelled=len(data.y),
                         churned=int(data.y.sum()))
         result = train_classifier(data.X, data.names, data.y, kind=classifier,
@@ -420,23 +426,48 @@ class ScoredChunk:
     expected_aov: np.ndarray     # NaN: no purchase or no Gamma-Gamma
     clv: np.ndarray
     priority: np.ndarray
-    top_factors: list[list[dict[str, Any]]]
+    #: Top factors as (column index into ``factor_names``, rounded contribution), rows x k;
+    #: a contribution of exactly 0 is no factor. Empty (rows x 0) without a classifier.
+    factor_index: np.ndarray
+    factor_value: np.ndarray
+    factor_names: tuple[str, ...] = ()
+
+    def top_factors(self) -> list[list[dict[str, Any]]]:
+        """Per customer, ``[{"feature", "contribution"}, ...]`` (the stored JSON)."""
+        names = self.factor_names
+        return [[{"feature": names[j], "contribution": v} for j, v in zip(picks, row) if v != 0]
+                for picks, row in zip(self.factor_index.tolist(), self.factor_value.tolist())]
+
+    def top_factors_json(self) -> list[str]:
+        """The same as JSON texts, built from per-feature templates (a million customers
+        make five million factors: no dict and no json.dumps per factor)."""
+        head = [f'{{"feature": {json.dumps(name)}, "contribution": '
+                for name in self.factor_names]
+        return ["[" + ", ".join([head[j] + repr(v) + "}" for j, v in zip(picks, row) if v != 0])
+                + "]"
+                for picks, row in zip(self.factor_index.tolist(), self.factor_value.tolist())]
 
 
-def score_chunk(model: LoadedModel, customers: Any, id_range: features.IdRange,
-                now: dt.datetime, settings: ChurnSettings) -> ScoredChunk | None:
-    """Features, BTYD summary, P(alive), CLV, risk and top factors of one keyset chunk."""
+def chunk_statements(model: LoadedModel, customers: Any, id_range: features.IdRange,
+                     now: dt.datetime) -> list[Select[Any]]:
+    """The feature query and the BTYD summary query of one keyset chunk."""
     spec = model.spec.at(now)
-    table = np.asarray(db.session.execute(features.feature_select(customers, spec, id_range)
-                                          .order_by(customers.c.customer_id)).all(),
-                       dtype=np.float64)
+    btyd_stmt = features.btyd_select(customers, now, model.time_unit, spec.base_currency,
+                                     id_range)
+    return [features.feature_select(customers, spec, id_range)
+            .order_by(customers.c.customer_id),
+            btyd_stmt.order_by(btyd_stmt.selected_columns.customer_id)]
+
+
+def score_chunk(model: LoadedModel, table: np.ndarray, summary: np.ndarray,
+                settings: ChurnSettings) -> ScoredChunk | None:
+    """P(alive), CLV, risk and top factors of one chunk from its feature matrix (customer
+    id first) and BTYD summary matrix (``chunk_statements``)."""
     if not len(table):
         return None
+    spec = model.spec
     ids = table[:, 0].astype(np.int64)
-    stmt = features.btyd_select(customers, now, model.time_unit, spec.base_currency, id_range)
-    summary = np.asarray([[np.nan if v is None else v for v in row] for row in
-                          db.session.execute(stmt.order_by(stmt.selected_columns.customer_id))],
-                         dtype=np.float64).reshape(-1, 5)
+    summary = summary.reshape(-1, 5)
     summary_ids = summary[:, 0].astype(np.int64)
     x, tx, age, m = (_lookup(summary_ids, summary[:, i], ids) for i in (1, 2, 3, 4))
     bought = ~np.isnan(x)
@@ -459,18 +490,22 @@ def score_chunk(model: LoadedModel, customers: Any, id_range: features.IdRange,
         names = features.feature_names(spec)
         X, _ = with_dropout_feature(table[:, 1:], names, alive)
         supervised = model.classifier.predict_risk(X)
-        factors = [[{"feature": f.feature, "contribution": round(f.contribution, 6)}
-                    for f in row]
-                   for row in model.classifier.explain(X).top_factors(TOP_FACTORS)]
+        explained = model.classifier.explain(X)
+        factor_index, factor_value = explained.top_indices(TOP_FACTORS)
+        factor_value = np.round(factor_value, 6)
+        factor_names = tuple(explained.feature_names)
         risk, _ = churn_risk(np.where(bought, alive, 1.0), supervised)
     else:
         risk, _ = churn_risk(np.where(bought, alive, 1.0))
-        factors = [[] for _ in ids]
+        factor_index = np.empty((len(ids), 0), dtype=np.intp)
+        factor_value = np.empty((len(ids), 0))
+        factor_names = ()
     risk = np.clip(risk, 0.0, 1.0)
     # Without a Gamma-Gamma model nobody has a CLV: rank by risk alone rather than tie
     # everyone at 0. With one, a customer without a purchase has no value to save (0).
     priority = risk * np.nan_to_num(clv) if model.gamma_gamma is not None else risk.copy()
-    return ScoredChunk(ids, risk, alive, x, tx, age, aov, clv, priority, factors)
+    return ScoredChunk(ids, risk, alive, x, tx, age, aov, clv, priority, factor_index,
+                       factor_value, factor_names)
 
 
 def _nullable(value: float) -> float | None:
@@ -479,56 +514,56 @@ def _nullable(value: float) -> float | None:
 
 def _score_rows(chunk: ScoredChunk, version_id: int, now: dt.datetime
                 ) -> list[dict[str, Any]]:
+    factors = chunk.top_factors()
     return [{"customer_id": int(cid), "model_version_id": version_id, "scored_at": now,
              "risk": float(chunk.risk[i]), "p_alive": _nullable(chunk.p_alive[i]),
              "frequency": None if math.isnan(chunk.frequency[i]) else int(chunk.frequency[i]),
              "recency": _nullable(chunk.recency[i]), "T": _nullable(chunk.T[i]),
              "expected_aov": _nullable(chunk.expected_aov[i]), "clv": _nullable(chunk.clv[i]),
-             "priority": float(chunk.priority[i]), "top_factors": chunk.top_factors[i]}
+             "priority": float(chunk.priority[i]), "top_factors": factors[i]}
             for i, cid in enumerate(chunk.customer_ids)]
 
 
 _UPDATED = ("scored_at", "risk", "p_alive", "frequency", "recency", "T", "expected_aov",
             "clv", "priority", "top_factors")
+_COPIED = ("customer_id", "model_version_id", "scored_at", "risk", "p_alive", "frequency",
+           "recency", "T", "expected_aov", "clv", "priority", "top_factors")
 
 
-def _upsert(rows: list[dict[str, Any]]) -> None:
+def _upsert_sqlite(chunk: ScoredChunk, version_id: int, now: dt.datetime) -> None:
     """One set-based INSERT ... ON CONFLICT (customer, version) DO UPDATE for the chunk."""
-    dialect = db.session.get_bind().dialect.name
-    if dialect == "postgresql":
-        _upsert_postgresql(rows)
-        return
     table = ChurnScore.__table__
     stmt = sqlite_insert(table)
     stmt = stmt.on_conflict_do_update(
         index_elements=["customer_id", "model_version_id"],
         set_={name: stmt.excluded[name] for name in _UPDATED})
-    db.session.execute(stmt, rows)
+    db.session.execute(stmt, _score_rows(chunk, version_id, now))
 
 
-def _upsert_postgresql(rows: list[dict[str, Any]]) -> None:
-    """COPY the chunk into a temporary table, then one INSERT ... SELECT ... ON CONFLICT."""
-    columns = ["customer_id", "model_version_id", "scored_at", "risk", "p_alive", "frequency",
-               "recency", "T", "expected_aov", "clv", "priority", "top_factors"]
-    session = db.session
-    session.execute(text(
-        "CREATE TEMPORARY TABLE IF NOT EXISTS churn_scores_incoming "
-        "(LIKE churn_scores INCLUDING DEFAULTS) ON COMMIT DROP"))
-    session.execute(text("TRUNCATE churn_scores_incoming"))
-    quoted = ", ".join(f'"{c}"' for c in columns)
-    json_type = ChurnScore.__table__.c.top_factors.type
-    processor = json_type.bind_processor(session.get_bind().dialect)
-    driver = session.connection().connection.driver_connection
+def _text_cells(values: np.ndarray, integer: bool = False) -> list[str]:
+    """COPY text cells of a float column: ``\\N`` for NaN."""
+    if integer:
+        return ["\\N" if v != v else str(int(v)) for v in values.tolist()]
+    return ["\\N" if v != v else repr(v) for v in values.tolist()]
+
+
+def _copy_postgresql(chunk: ScoredChunk, version_id: int, now: dt.datetime) -> None:
+    """COPY the chunk's scores straight into churn_scores, as one text block built column
+    by column (the run deleted this version's earlier scores first, under a lock)."""
+    n = len(chunk.customer_ids)
+    factors = [f.replace("\\", "\\\\") for f in chunk.top_factors_json()]
+    columns = [
+        [str(v) for v in chunk.customer_ids.tolist()], [str(version_id)] * n,
+        [now.isoformat()] * n, _text_cells(chunk.risk), _text_cells(chunk.p_alive),
+        _text_cells(chunk.frequency, integer=True), _text_cells(chunk.recency),
+        _text_cells(chunk.T), _text_cells(chunk.expected_aov), _text_cells(chunk.clv),
+        _text_cells(chunk.priority), factors]
+    block = "".join("\t".join(row) + "\n" for row in zip(*columns))
+    quoted = ", ".join(f'"{c}"' for c in _COPIED)
+    driver = db.session.connection().connection.driver_connection
     with driver.cursor() as cursor, cursor.copy(  # type: ignore[union-attr]
-            f"COPY churn_scores_incoming ({quoted}) FROM STDIN") as copy:
-        for row in rows:
-            values = [row[c] for c in columns]
-            values[-1] = processor(row["top_factors"]) if processor else row["top_factors"]
-            copy.write_row(values)
-    updates = ", ".join(f'"{c}" = EXCLUDED."{c}"' for c in _UPDATED)
-    session.execute(text(
-        f"INSERT INTO churn_scores ({quoted}) SELECT {quoted} FROM churn_scores_incoming "
-        f"ON CONFLICT (customer_id, model_version_id) DO UPDATE SET {updates}"))
+            f"COPY churn_scores ({quoted}) FROM STDIN") as copy:
+        copy.write(block)
 
 
 def count_scorable(now: dt.datetime) -> int:
@@ -548,6 +583,7 @@ def score_customers(chunk_size: int = DEFAULT_SCORE_CHUNK, progress: Progress | 
         raise InvalidModelData("the chunk size must be from 100 to 200,000 customers",
                                "chunkSize")
     settings = churn_settings()
+    features.refresh_statistics(utcnow())
     with transaction():
         model = load_active_model()
         now = utcnow()
@@ -559,16 +595,29 @@ def score_customers(chunk_size: int = DEFAULT_SCORE_CHUNK, progress: Progress | 
                     "the installed plugins give other churn features than the model was "
                     "trained on: run `rapport churn fit` again")
         summary = ScoreSummary(model_version=model.version.id, scored_at=now)
+        postgresql = db.session.get_bind().dialect.name == "postgresql"
+        if postgresql:
+            # One scoring run at a time (a second waits for the first to commit), and this
+            # version's earlier scores go first, so each chunk is a plain COPY. Readers keep
+            # seeing the previous scores until the run commits.
+            db.session.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": _SCORE_LOCK})
+            db.session.execute(delete(ChurnScore).where(
+                ChurnScore.model_version_id == model.version.id))
         total = count_scorable(now)
         risk_sum = 0.0
         clv_sum = 0.0
         if progress:
             progress(0, total)
-        for customers, id_range in features.customer_chunks(now, chunk_size):
-            chunk = score_chunk(model, customers, id_range, now, settings)
+        jobs = ((id_range, chunk_statements(model, customers, id_range, now))
+                for customers, id_range in features.customer_chunks(now, chunk_size))
+        for _, (table, summary_matrix) in features.matrices_ahead(jobs):
+            chunk = score_chunk(model, table, summary_matrix, settings)
             if chunk is None:
                 continue
-            _upsert(_score_rows(chunk, model.version.id, now))
+            if postgresql:
+                _copy_postgresql(chunk, model.version.id, now)
+            else:
+                _upsert_sqlite(chunk, model.version.id, now)
             summary.customers += len(chunk.customer_ids)
             summary.with_purchases += int((~np.isnan(chunk.frequency)).sum())
             summary.high_risk += int((chunk.risk >= 0.5).sum())

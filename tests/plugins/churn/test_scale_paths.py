@@ -1,0 +1,136 @@
+"""The paths that make a million-customer run fast, checked for what they return: the
+binary COPY reader (NULL as NaN, empty results, the same numbers as the driver's rows),
+the read-ahead connection (the same chunks in the same order), the training sample chosen
+in SQL, statistics refreshed before a fit, and two scoring runs at once."""
+
+from __future__ import annotations
+
+import threading
+
+import numpy as np
+import pytest
+from flask import Flask
+from sqlalchemy import Float, cast, create_engine, func, literal, null, select, text
+
+from core.db import db
+from core.models import Customer
+from plugins.churn import features, modeling
+from plugins.churn.models import ChurnScore
+from tests.plugins.churn.conftest import customer, days_ago, purchase
+from tests.plugins.churn.test_modeling import load_simulation
+
+
+def _driver_rows(stmt: object) -> np.ndarray:
+    rows = db.session.execute(stmt).all()  # type: ignore[call-overload]
+    return np.asarray([[np.nan if v is None else float(v) for v in r] for r in rows])
+
+
+def test_fetch_matrix_reads_nulls_as_nan_and_empty_results(churn_app: Flask) -> None:
+    ids = [customer(f"C{k}") for k in range(5)]
+    # % as an operator and inside literals: the SQL goes to COPY without parameters.
+    stmt = (select(Customer.id, cast(Customer.id * 1.5, Float),
+                   func.nullif(Customer.id % 2, 0), literal(1e300), literal(-0.25),
+                   func.length(literal("50%% off, 5% more") + Customer.name))
+            .order_by(Customer.id))
+    got = features.fetch_matrix(stmt)
+    assert got.shape == (5, 6)
+    assert got[0, 5] == len("50%% off, 5% more") + len("C0")
+    np.testing.assert_array_equal(got[:, 0], ids)
+    np.testing.assert_allclose(got[:, 1], np.asarray(ids) * 1.5)
+    assert np.isnan(got[:, 2][np.asarray(ids) % 2 == 0]).all()
+    np.testing.assert_array_equal(got, _driver_rows(stmt))
+    empty = features.fetch_matrix(select(Customer.id, null()).where(Customer.id < 0))
+    assert empty.shape == (0, 2)
+
+
+def test_read_ahead_gives_every_chunk_in_order(churn_app: Flask) -> None:
+    ids = [customer(f"C{k}", created_days_ago=30) for k in range(23)]
+    for k, cid in enumerate(ids):
+        purchase(cid, days_ago(k + 1), f"{k + 1}.00")
+    spec = features.feature_spec(days_ago(0))
+    chunks = list(features.feature_chunks(spec, chunk_size=5))
+    assert [len(c.customer_ids) for c in chunks] == [5, 5, 5, 5, 3]
+    assert np.concatenate([c.customer_ids for c in chunks]).tolist() == ids
+    # The same numbers as one chunk read by the caller's own connection.
+    customers, id_range = next(features.customer_chunks(spec.as_of, 100))
+    whole = _driver_rows(features.feature_select(customers, spec, id_range)
+                         .order_by(customers.c.customer_id))
+    np.testing.assert_allclose(np.vstack([c.values for c in chunks]), whole[:, 1:])
+    summaries = list(features.btyd_chunks(days_ago(0), chunk_size=4))
+    assert np.concatenate([s.customer_ids for s in summaries]).tolist() == ids
+
+
+def test_the_training_sample_is_chosen_in_sql(churn_app: Flask) -> None:
+    ids = [customer(f"C{k}", created_days_ago=30) for k in range(400)]
+    condition = features.sampled(0.25)
+    chosen = set(db.session.scalars(select(Customer.id).where(condition)))
+    assert 60 <= len(chosen) <= 140 and chosen < set(ids)
+    # Deterministic, and nested: a bigger share keeps the smaller one's customers.
+    assert chosen == set(db.session.scalars(select(Customer.id).where(condition)))
+    assert chosen <= set(db.session.scalars(select(Customer.id).where(features.sampled(0.5))))
+    sample = [c for chunk, _ in features.customer_chunks(days_ago(0), 50, share=0.25)
+              for c in db.session.scalars(select(chunk.c.customer_id))]
+    assert set(sample) == chosen
+    # Through the binary COPY too (the hash's % operator reaches PostgreSQL as %).
+    spec = features.feature_spec(days_ago(0))
+    read = [c for chunk in features.feature_chunks(spec, 50, share=0.25)
+            for c in chunk.customer_ids.tolist()]
+    assert read == sorted(chosen)
+
+
+def test_a_fit_refreshes_missing_statistics_first(churn_app: Flask, database_url: str
+                                                   ) -> None:
+    load_simulation(n=120, seed=3, with_marks=False)
+    if not database_url.startswith("postgresql"):
+        assert features.refresh_statistics(days_ago(0)) == []
+        return
+    # The test tables were truncated (never analyzed since) and just filled.
+    analyzed = features.refresh_statistics(days_ago(0))
+    assert {"customers", "interactions"} <= set(analyzed)
+    assert features.refresh_statistics(days_ago(0)) == []  # fresh now: nothing to do
+    reltuples = db.session.execute(text(
+        "SELECT reltuples FROM pg_class WHERE relname = 'interactions'")).scalar_one()
+    assert reltuples > 0  # -1 before: never analyzed
+
+
+def test_two_scoring_runs_at_once_both_finish(churn_app: Flask, database_url: str) -> None:
+    if not database_url.startswith("postgresql"):
+        pytest.skip("SQLite serialises writers: no concurrent run")
+    sim = load_simulation(n=120, seed=3, with_marks=False)
+    modeling.fit_models()
+    # A run holds the scoring lock in a transaction left open; a second run waits on it
+    # and then replaces the first one's scores instead of failing on the unique key.
+    engine = create_engine(db.engine.url)
+    first = engine.connect()
+    first_tx = first.begin()
+    first.execute(text("SELECT pg_advisory_xact_lock(:key)"),
+                  {"key": modeling._SCORE_LOCK})
+    outcome: dict[str, object] = {}
+
+    def second() -> None:
+        with churn_app.app_context():
+            try:
+                outcome["summary"] = modeling.score_customers()
+            except Exception as exc:  # noqa: BLE001 - what the test guards against
+                outcome["summary"] = exc
+            finally:
+                db.session.remove()
+
+    thread = threading.Thread(target=second)
+    thread.start()
+    with engine.connect() as probe:
+        for _ in range(100):
+            if probe.execute(text(
+                    "SELECT count(*) FROM pg_stat_activity WHERE wait_event_type = 'Lock' "
+                    "AND datname = current_database()")).scalar_one():
+                break
+            threading.Event().wait(0.05)
+    assert "summary" not in outcome  # still waiting for the lock
+    first_tx.commit()
+    first.close()
+    thread.join(timeout=60)
+    engine.dispose()
+    assert isinstance(outcome["summary"], modeling.ScoreSummary), outcome
+    again = modeling.score_customers()
+    assert again.customers == len(sim.ids)
+    assert db.session.scalar(select(func.count()).select_from(ChurnScore)) == len(sim.ids)
