@@ -452,7 +452,7 @@ def render_churn_report(period_from: dt.date | str, period_to: dt.date | str, *,
     overview = score_overview()
     step(1)
     subtitle = (f"{figures.period_from:%d %b %Y} to {figures.period_to:%d %b %Y}: "
-                f"{len(figures.months)} month(s), {figures.churned:,} churn record(s)")
+                f"{len(figures.months)} month(s), {figures.churned:,} customer(s) churned")
     report = HtmlReport("Churn report", subtitle=subtitle, generated_at=now or utcnow())
     for part in (lambda: _monthly(report, figures), lambda: _cohorts(report, figures),
                  lambda: _reasons(report, figures), lambda: _risk(report, overview, model),

@@ -184,7 +184,9 @@ class ChurnReportMonth(graphene.ObjectType):
     month = graphene.String(required=True, description="YYYY-MM in RAPPORT_TIMEZONE.")
     active_at_start = graphene.Int(required=True, description=(
         "Customers existing before the month and not churned at its start."))
-    churned = graphene.Int(required=True, description="Churn records dated in the month.")
+    churned = graphene.Int(required=True, description=(
+        "Customers with a churn record dated in the month (one who left twice in the "
+        "month counts once)."))
     reactivated = graphene.Int(required=True)
     churn_rate = graphene.Float(description="churned / activeAtStart.")
     retention_rate = graphene.Float(description=(
@@ -206,7 +208,7 @@ class ChurnCohort(graphene.ObjectType):
 class ChurnReport(graphene.ObjectType):
     period_from = graphene.Date(required=True, name="from")
     period_to = graphene.Date(required=True, name="to")
-    churned = graphene.Int(required=True)
+    churned = graphene.Int(required=True, description="The months' churned customers, summed.")
     months = graphene.List(graphene.NonNull(ChurnReportMonth), required=True)
     cohorts = graphene.List(graphene.NonNull(ChurnCohort), required=True)
     by_type = graphene.List(graphene.NonNull(ChurnCount), required=True)

@@ -58,9 +58,9 @@ class CustomerFacts:
     #: from its first recorded purchase, even if the row was created later.
     existed_since: dt.datetime
     open_record: ChurnRecord | None
-    #: The latest churn date of its closed records: a new departure is not dated before
-    #: an earlier one (the new open record would cover that whole earlier episode).
-    last_departure: dt.datetime | None = None
+    #: The latest reactivation of its closed records: a new departure is not dated before
+    #: it (the new record would overlap an episode already recorded, or cover it whole).
+    back_since: dt.datetime | None = None
 
 
 def _aware(value: dt.datetime | None) -> dt.datetime | None:
@@ -69,8 +69,8 @@ def _aware(value: dt.datetime | None) -> dt.datetime | None:
 
 def customer_facts(customer_ids: Collection[int], *, lock: bool = False
                    ) -> dict[int, CustomerFacts]:
-    """Status, existence date, open churn record and latest closed departure of each
-    customer, in four queries."""
+    """Status, existence date, open churn record and latest reactivation of each customer,
+    in four queries."""
     if not customer_ids:
         return {}
     ids = set(customer_ids)
@@ -84,7 +84,7 @@ def customer_facts(customer_ids: Collection[int], *, lock: bool = False
     open_records = {r.customer_id: r for r in db.session.scalars(select(ChurnRecord).where(
         ChurnRecord.customer_id.in_(ids), ChurnRecord.reactivated_at.is_(None)))}
     departed = dict(db.session.execute(
-        select(ChurnRecord.customer_id, func.max(ChurnRecord.churned_at))
+        select(ChurnRecord.customer_id, func.max(ChurnRecord.reactivated_at))
         .where(ChurnRecord.customer_id.in_(ids), ChurnRecord.reactivated_at.is_not(None))
         .group_by(ChurnRecord.customer_id)).all())
     facts: dict[int, CustomerFacts] = {}
@@ -138,10 +138,10 @@ def _mark_errors(data: Mapping[str, Any], facts: CustomerFacts | None, now: dt.d
             f"The churn date is before the customer existed "
             f"({facts.existed_since.isoformat()}).",
             ChurnErrorCode.BEFORE_CUSTOMER_EXISTED, "churnedAt")]
-    if facts.last_departure is not None and churned_at < facts.last_departure:
+    if facts.back_since is not None and churned_at < facts.back_since:
         return [FieldError(
-            f"The customer has a later churn record (from "
-            f"{facts.last_departure.isoformat()}); a new departure is dated after it.",
+            f"The customer's last churn record runs until {facts.back_since.isoformat()} "
+            f"(its reactivation); a new departure is dated from then on.",
             ErrorCode.INVALID, "churnedAt")]
     return []
 

@@ -98,7 +98,7 @@ def test_records_without_a_model(history: list[int]) -> None:
     page = render_churn_report(*PERIOD)
     assert charts(page) == ["monthly-churn", "retention-curve", "reasons", "types"]
     assert page.count("No churn model is fitted yet") == 3  # risk, P(alive), model
-    assert "5 churn record(s)" in page
+    assert "5 customer(s) churned" in page
     # pricing: 3 of 5 records.
     assert re.search(r"<td>pricing</td><td class=\"num\">3</td><td>60\.0%</td>", page)
 

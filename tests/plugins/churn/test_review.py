@@ -470,3 +470,17 @@ def test_a_mark_dated_before_an_earlier_departure_is_refused(churn_app: Flask) -
     assert [(e.field, e.code) for e in exc.value.errors] == [("churnedAt", "INVALID")]
     assert mark(ada, days_ago(20)).churned_at == days_ago(20)  # leaving again, from then
     assert db.session.scalar(select(func.count()).select_from(ChurnRecord)) == 2
+
+
+def test_a_mark_dated_inside_a_closed_episode_is_refused(churn_app: Flask) -> None:
+    """Churned 30 days ago, back 10 days ago: a mark from 20 days ago would say the
+    customer left while it was already gone."""
+    ada = customer()
+    mark(ada, days_ago(30))
+    service.reactivate_customer({"customer_id": ada,
+                                 "reactivated_at": days_ago(10).isoformat()})
+    with pytest.raises(UserError) as exc:
+        mark(ada, days_ago(20))
+    assert [(e.field, e.code) for e in exc.value.errors] == [("churnedAt", "INVALID")]
+    assert "until" in exc.value.errors[0].message
+    assert mark(ada, days_ago(5)).churned_at == days_ago(5)
