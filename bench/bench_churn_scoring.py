@@ -22,7 +22,8 @@ scores and model versions of earlier runs:
 - then, in another child, ``render_churn_report`` of the three years (the HTML report) on
   the scored database.
 
-Goals: fit + score <= 60 s, peak RSS <= 1 GB. With ``--features-only`` (or without
+Goals (the issue's): feature extraction + scoring (``score_customers``) <= 60 s, peak RSS
+<= 1 GB; the fit is timed apart, without a goal. With ``--features-only`` (or without
 ``plugins/churn/modeling.py``) the benchmark times feature extraction alone
 (``feature_chunks`` and ``btyd_chunks`` over every customer, as of the calibration date).
 Figures are printed, never asserted.
@@ -434,13 +435,14 @@ def main(argv: list[str] | None = None) -> None:
     figures = in_child(measure_features if args.features_only else measure_scoring, url)
     rss = figures["peak_rss_mb"]
     if "fit_s" in figures:
-        total = figures["fit_s"] + figures["score_s"]
+        score = figures["score_s"]
         common.print_table(
             ["step", "seconds"],
-            [["fit_models (BTYD summaries, BG/NBD, Gamma-Gamma, classifier)", figures["fit_s"]],
-             ["score_customers (features + scoring + upsert)", figures["score_s"]],
-             [f"total (goal <= {TOTAL_GOAL_S:.0f} s: {common.verdict(total, TOTAL_GOAL_S)})",
-              total]],
+            [["fit_models (BTYD summaries, BG/NBD, Gamma-Gamma, classifier; no goal)",
+              figures["fit_s"]],
+             [f"score_customers: feature extraction + scoring + writing (goal <= "
+              f"{TOTAL_GOAL_S:.0f} s: {common.verdict(score, TOTAL_GOAL_S)})", score],
+             ["fit + score (for the record)", figures["fit_s"] + score]],
             title=f"Fit and score, {data.customers:,} customers")
         print(f"scores stored: {figures['scores']:,}; summary: {figures['summary']}")
         print(f"BG/NBD: {_params_row(figures['params'])}")

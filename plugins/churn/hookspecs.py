@@ -27,5 +27,7 @@ def rapport_churn_features(customers: FromClause, as_of: dt.datetime) -> Select[
     named ``<plugin>_<feature>`` (numeric or boolean) computed only from facts dated on or
     before ``as_of``, with at most one row per customer, or ``None``. NULL means "no data":
     churn replaces it by 0 and adds a ``<column>_missing`` indicator. Churn LEFT JOINs
-    every contribution into one query: materialise nothing per customer in Python.
+    every contribution into one query: materialise nothing per customer in Python. Build
+    the statement without running queries (on PostgreSQL it is compiled with its values
+    inlined and read as a binary COPY on another connection).
     """
