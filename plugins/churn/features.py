@@ -40,9 +40,8 @@ from typing import Any, TypeVar
 import numpy as np
 from sqlalchemy import (
     Boolean, ColumnElement, Float, Integer, Select, and_, case, cast, exists, extract, func,
-    literal, literal_column, or_, select, text,
+    Table, literal, literal_column, or_, select, text,
 )
-from sqlalchemy import Table
 from sqlalchemy.sql import FromClause
 from sqlalchemy.sql.util import find_tables
 

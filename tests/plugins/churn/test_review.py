@@ -458,29 +458,24 @@ def test_churn_without_active_customers_has_no_rate_and_no_alert(churn_app: Flas
 # --- Episodes do not overlap -----------------------------------------------------------------------
 
 
-def test_a_mark_dated_before_an_earlier_departure_is_refused(churn_app: Flask) -> None:
-    """Churned 30 days ago, back 20 days ago: an open record from 40 days ago would cover
-    that whole episode (the customer churned twice at once, counted twice)."""
+@pytest.mark.parametrize("churned, back, refused, accepted", [
+    # Churned 30 days ago, back 20 days ago: an open record from 40 days ago would cover
+    # that whole episode (the customer churned twice at once, counted twice).
+    (30, 20, 40, 20),
+    # Churned 30 days ago, back 10 days ago: a mark from 20 days ago would say the customer
+    # left while it was already gone.
+    (30, 10, 20, 5),
+])
+def test_a_mark_overlapping_a_closed_episode_is_refused(
+        churn_app: Flask, churned: int, back: int, refused: int, accepted: int) -> None:
     ada = customer()
-    mark(ada, days_ago(30))
+    mark(ada, days_ago(churned))
     service.reactivate_customer({"customer_id": ada,
-                                 "reactivated_at": days_ago(20).isoformat()})
+                                 "reactivated_at": days_ago(back).isoformat()})
     with pytest.raises(UserError) as exc:
-        mark(ada, days_ago(40))
-    assert [(e.field, e.code) for e in exc.value.errors] == [("churnedAt", "INVALID")]
-    assert mark(ada, days_ago(20)).churned_at == days_ago(20)  # leaving again, from then
-    assert db.session.scalar(select(func.count()).select_from(ChurnRecord)) == 2
-
-
-def test_a_mark_dated_inside_a_closed_episode_is_refused(churn_app: Flask) -> None:
-    """Churned 30 days ago, back 10 days ago: a mark from 20 days ago would say the
-    customer left while it was already gone."""
-    ada = customer()
-    mark(ada, days_ago(30))
-    service.reactivate_customer({"customer_id": ada,
-                                 "reactivated_at": days_ago(10).isoformat()})
-    with pytest.raises(UserError) as exc:
-        mark(ada, days_ago(20))
+        mark(ada, days_ago(refused))
     assert [(e.field, e.code) for e in exc.value.errors] == [("churnedAt", "INVALID")]
     assert "until" in exc.value.errors[0].message
-    assert mark(ada, days_ago(5)).churned_at == days_ago(5)
+    # Leaving again from the reactivation on is a second record.
+    assert mark(ada, days_ago(accepted)).churned_at == days_ago(accepted)
+    assert db.session.scalar(select(func.count()).select_from(ChurnRecord)) == 2

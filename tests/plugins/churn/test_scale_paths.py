@@ -5,12 +5,9 @@ in SQL, statistics refreshed before a fit, and two scoring runs at once."""
 
 from __future__ import annotations
 
-import threading
-
 import numpy as np
-import pytest
 from flask import Flask
-from sqlalchemy import Float, cast, create_engine, func, literal, null, select, text
+from sqlalchemy import Float, cast, func, literal, null, select, text
 
 from core.db import db
 from core.models import Customer
@@ -18,6 +15,7 @@ from plugins.churn import features, modeling
 from plugins.churn.models import ChurnScore
 from tests.plugins.churn.conftest import customer, days_ago, purchase
 from tests.plugins.churn.test_modeling import load_simulation
+from tests.plugins.churn.test_review import _while_held
 
 
 def _driver_rows(stmt: object) -> np.ndarray:
@@ -94,43 +92,13 @@ def test_a_fit_refreshes_missing_statistics_first(churn_app: Flask, database_url
 
 
 def test_two_scoring_runs_at_once_both_finish(churn_app: Flask, database_url: str) -> None:
-    if not database_url.startswith("postgresql"):
-        pytest.skip("SQLite serialises writers: no concurrent run")
+    """A run holds the scoring lock in a transaction left open; a second run waits on it,
+    then replaces the first one's scores instead of failing on the unique key."""
     sim = load_simulation(n=120, seed=3, with_marks=False)
     modeling.fit_models()
-    # A run holds the scoring lock in a transaction left open; a second run waits on it
-    # and then replaces the first one's scores instead of failing on the unique key.
-    engine = create_engine(db.engine.url)
-    first = engine.connect()
-    first_tx = first.begin()
-    first.execute(text("SELECT pg_advisory_xact_lock(:key)"),
-                  {"key": modeling._SCORE_LOCK})
-    outcome: dict[str, object] = {}
-
-    def second() -> None:
-        with churn_app.app_context():
-            try:
-                outcome["summary"] = modeling.score_customers()
-            except Exception as exc:  # noqa: BLE001 - what the test guards against
-                outcome["summary"] = exc
-            finally:
-                db.session.remove()
-
-    thread = threading.Thread(target=second)
-    thread.start()
-    with engine.connect() as probe:
-        for _ in range(100):
-            if probe.execute(text(
-                    "SELECT count(*) FROM pg_stat_activity WHERE wait_event_type = 'Lock' "
-                    "AND datname = current_database()")).scalar_one():
-                break
-            threading.Event().wait(0.05)
-    assert "summary" not in outcome  # still waiting for the lock
-    first_tx.commit()
-    first.close()
-    thread.join(timeout=60)
-    engine.dispose()
-    assert isinstance(outcome["summary"], modeling.ScoreSummary), outcome
+    hold = [select(func.pg_advisory_xact_lock(modeling._SCORE_LOCK))]
+    summary = _while_held(churn_app, database_url, hold, modeling.score_customers)
+    assert isinstance(summary, modeling.ScoreSummary), summary
     again = modeling.score_customers()
-    assert again.customers == len(sim.ids)
+    assert summary.customers == again.customers == len(sim.ids)
     assert db.session.scalar(select(func.count()).select_from(ChurnScore)) == len(sim.ids)
