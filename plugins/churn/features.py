@@ -42,6 +42,7 @@ from sqlalchemy import (
     Boolean, ColumnElement, Float, Integer, Select, and_, case, cast, exists, extract, func,
     Table, literal, literal_column, or_, select, text,
 )
+from sqlalchemy.exc import CompileError
 from sqlalchemy.sql import FromClause
 from sqlalchemy.sql.util import find_tables
 
@@ -429,7 +430,13 @@ def _copy_sql(stmt: Select[Any]) -> tuple[str, int]:
     wrapped = select(*[func.coalesce(cast(c, Float), nan) for c in sub.c]).order_by(
         next(iter(sub.c)))
     dialect = db.session.get_bind().dialect
-    sql = str(wrapped.compile(dialect=dialect, compile_kwargs={"literal_binds": True}))
+    try:
+        sql = str(wrapped.compile(dialect=dialect, compile_kwargs={"literal_binds": True}))
+    except CompileError as exc:
+        raise RuntimeError(
+            f"a churn feature query holds a value SQLAlchemy cannot write inline ({exc}); "
+            f"a rapport_churn_features implementation must use numbers, strings, dates or "
+            f"booleans (docs/plugin_hooks.md)") from exc
     if dialect.identifier_preparer._double_percents:
         # The pyformat dialect writes every % as %% (operators, literals, names) for the
         # driver to undo when it binds parameters; COPY is sent without any, so undo it
