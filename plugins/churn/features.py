@@ -32,8 +32,9 @@ from __future__ import annotations
 import datetime as dt
 import json
 import re
-from collections.abc import Iterable, Iterator, Sequence
-from concurrent.futures import Future, ThreadPoolExecutor
+from collections import deque
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor, wait
 from dataclasses import asdict, dataclass, field
 from typing import Any, TypeVar
 
@@ -462,8 +463,13 @@ def _read_copy(cursor: Any, sql: str, width: int) -> np.ndarray:
 
 J = TypeVar("J")
 
+#: How long a read-ahead statement waits for a table lock before the job runs on the
+#: caller's connection instead (see ``matrices_ahead``).
+READ_AHEAD_LOCK_TIMEOUT = "2s"
 
-def matrices_ahead(jobs: Iterable[tuple[J, list[Select[Any]]]]
+
+def matrices_ahead(jobs: Iterable[tuple[J, list[Select[Any]]]],
+                   before_session: Callable[[], None] | None = None
                    ) -> Iterator[tuple[J, list[np.ndarray]]]:
     """``(key, [fetch_matrix(s) for s in statements])`` for each job, in order.
 
@@ -473,14 +479,30 @@ def matrices_ahead(jobs: Iterable[tuple[J, list[Select[Any]]]]
     it on another (a scoring run on a 2-CPU machine took about a third less time). The
     reads see committed data, as the caller's own READ COMMITTED statements do; the
     caller keeps its transaction for the writes.
+
+    The second connection must take its own table locks while the caller's transaction
+    already holds them: behind a DDL statement queued meanwhile (an ``ALTER TABLE`` waiting
+    for the caller to commit) it would wait for ever, and the caller for it. So it waits
+    at most ``READ_AHEAD_LOCK_TIMEOUT``; then that job and every later one run on the
+    caller's connection (``before_session`` is called first, to let the caller finish
+    what it was doing on it), which holds the locks already.
     """
     if _dialect() != "postgresql":
         for key, statements in jobs:
             yield key, [fetch_matrix(s) for s in statements]
         return
+
+    from psycopg.errors import LockNotAvailable  # PostgreSQL is psycopg 3 (the postgres extra)
+
+    def on_session(statements: list[Select[Any]]) -> list[np.ndarray]:
+        if before_session is not None:
+            before_session()
+        return [fetch_matrix(s) for s in statements]
+
     with db.engine.connect() as connection, ThreadPoolExecutor(
             1, thread_name_prefix="churn-read-ahead") as pool:
-        for setting in _CHUNK_SETTINGS:
+        for setting in (*_CHUNK_SETTINGS,
+                        f"SET LOCAL lock_timeout = '{READ_AHEAD_LOCK_TIMEOUT}'"):
             connection.exec_driver_sql(setting)
         driver = connection.connection.driver_connection
 
@@ -488,15 +510,30 @@ def matrices_ahead(jobs: Iterable[tuple[J, list[Select[Any]]]]
             with driver.cursor() as cursor:  # type: ignore[union-attr]
                 return [_read_copy(cursor, sql, width) for sql, width in sqls]
 
-        pending: tuple[J, Future[list[np.ndarray]]] | None = None
+        queue: deque[tuple[J, list[Select[Any]], Future[list[np.ndarray]] | None]] = deque()
+        degraded = False
+
+        def settle() -> tuple[J, list[np.ndarray]]:
+            nonlocal degraded
+            key, statements, future = queue.popleft()
+            if future is not None and not degraded:
+                try:
+                    return key, future.result()
+                except LockNotAvailable:
+                    degraded = True
+            if future is not None:
+                wait([f for _, _, f in queue if f is not None] + [future])
+            return key, on_session(statements)
+
         for key, statements in jobs:
-            future = pool.submit(run, [_copy_sql(s) for s in statements])
-            if pending is not None:
-                yield pending[0], pending[1].result()
-            pending = (key, future)
-        if pending is not None:
-            yield pending[0], pending[1].result()
-        connection.rollback()
+            queue.append((key, statements, None if degraded else pool.submit(
+                run, [_copy_sql(s) for s in statements])))
+            if len(queue) > 1:
+                yield settle()
+        while queue:
+            yield settle()
+        if not degraded:
+            connection.rollback()
 
 
 def refresh_statistics(as_of: dt.datetime) -> list[str]:

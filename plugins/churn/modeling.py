@@ -616,6 +616,11 @@ def score_customers(chunk_size: int = DEFAULT_SCORE_CHUNK, progress: Progress | 
     settings = churn_settings()
     features.refresh_statistics(utcnow())
     with transaction():
+        postgresql = db.session.get_bind().dialect.name == "postgresql"
+        if postgresql:
+            # One scoring run at a time (a second waits for the first to commit), taken
+            # before reading the active model: a run that waited scores the newest one.
+            db.session.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": _SCORE_LOCK})
         model = load_active_model()
         now = utcnow()
         if model.classifier is not None:
@@ -626,12 +631,9 @@ def score_customers(chunk_size: int = DEFAULT_SCORE_CHUNK, progress: Progress | 
                     "the installed plugins give other churn features than the model was "
                     "trained on: run `rapport churn fit` again")
         summary = ScoreSummary(model_version=model.version.id, scored_at=now)
-        postgresql = db.session.get_bind().dialect.name == "postgresql"
         if postgresql:
-            # One scoring run at a time (a second waits for the first to commit), and this
-            # version's earlier scores go first, so each chunk is a plain COPY. Readers keep
-            # seeing the previous scores until the run commits.
-            db.session.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": _SCORE_LOCK})
+            # This version's earlier scores go first, so each chunk is a plain COPY.
+            # Readers keep seeing the previous scores until the run commits.
             db.session.execute(delete(ChurnScore).where(
                 ChurnScore.model_version_id == model.version.id))
         total = count_scorable(now)
@@ -643,7 +645,8 @@ def score_customers(chunk_size: int = DEFAULT_SCORE_CHUNK, progress: Progress | 
                 for customers, id_range in features.customer_chunks(now, chunk_size))
         writer = _Writer() if postgresql else None
         try:
-            for _, (table, summary_matrix) in features.matrices_ahead(jobs):
+            for _, (table, summary_matrix) in features.matrices_ahead(
+                    jobs, before_session=writer.wait if writer is not None else None):
                 chunk = score_chunk(model, table, summary_matrix, settings)
                 if chunk is None:
                     continue

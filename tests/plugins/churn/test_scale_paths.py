@@ -5,9 +5,12 @@ in SQL, statistics refreshed before a fit, and two scoring runs at once."""
 
 from __future__ import annotations
 
+import threading
+
 import numpy as np
+import pytest
 from flask import Flask
-from sqlalchemy import Float, cast, func, literal, null, select, text
+from sqlalchemy import Float, cast, create_engine, func, literal, null, select, text
 
 from core.db import db
 from core.models import Customer
@@ -102,3 +105,51 @@ def test_two_scoring_runs_at_once_both_finish(churn_app: Flask, database_url: st
     again = modeling.score_customers()
     assert summary.customers == again.customers == len(sim.ids)
     assert db.session.scalar(select(func.count()).select_from(ChurnScore)) == len(sim.ids)
+
+
+def test_a_fit_on_a_sample_trains_on_that_share(churn_app: Flask,
+                                                monkeypatch: pytest.MonkeyPatch) -> None:
+    load_simulation(n=300, seed=7)
+    monkeypatch.setattr(modeling, "MAX_TRAINING_ROWS", 100)
+    version = modeling.fit_models(horizon_days=120)
+    training = version.metrics["training"]
+    # 300 customers existed at the training date; about a third of them were sampled.
+    assert training["customers"] == 300
+    assert 60 <= training["labelled"] <= 140
+    assert version.params["bgnbd"]["r"] > 0
+
+
+def test_read_ahead_behind_a_queued_ddl_runs_on_the_session(
+        churn_app: Flask, database_url: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The session holds its table locks; an ALTER TABLE queues behind them; a new
+    connection's read would queue behind the ALTER (and the session wait for that read):
+    the read-ahead gives up after its lock timeout and the job runs on the session."""
+    if not database_url.startswith("postgresql"):
+        pytest.skip("SQLite has no read-ahead connection")
+    ids = [customer(f"C{k}", created_days_ago=30) for k in range(5)]
+    for cid in ids:
+        purchase(cid, days_ago(3))
+    monkeypatch.setattr(features, "READ_AHEAD_LOCK_TIMEOUT", "300ms")
+    spec = features.feature_spec(days_ago(0))  # the session now holds customers' lock
+    engine = create_engine(db.engine.url)
+    ddl = engine.connect()
+    waiting = threading.Thread(target=lambda: ddl.execute(
+        text("LOCK TABLE customers IN ACCESS EXCLUSIVE MODE")))
+    waiting.start()
+    try:
+        with engine.connect() as probe:
+            for _ in range(100):
+                if probe.execute(text(
+                        "SELECT count(*) FROM pg_stat_activity WHERE wait_event_type = 'Lock' "
+                        "AND datname = current_database()")).scalar_one():
+                    break
+                threading.Event().wait(0.05)
+        chunks = list(features.feature_chunks(spec, chunk_size=2))
+        assert np.concatenate([c.customer_ids for c in chunks]).tolist() == ids
+    finally:
+        db.session.rollback()  # releases the session's locks: the LOCK gets through
+        waiting.join(timeout=30)
+        ddl.rollback()
+        ddl.close()
+        engine.dispose()
+    assert not waiting.is_alive()
