@@ -410,6 +410,7 @@ def fetch_matrix(stmt: Select[Any]) -> np.ndarray:
     On PostgreSQL the result comes as one binary COPY of float8 values that numpy reads
     in place: no Python object per value (a million customers x 80 features is 80
     million of them, most of the time scoring took). Elsewhere, rows through the driver.
+    Values travel as float8: integers (customer ids) are exact up to 2^53.
     """
     if _dialect() != "postgresql":
         rows = db.session.execute(stmt).all()
