@@ -7,6 +7,7 @@ unless RAPPORT_REQUIRE_POSTGRES=1 (CI), where a missing or unreachable server fa
 from __future__ import annotations
 
 import os
+import threading
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from typing import Any
@@ -133,6 +134,19 @@ def admin_token(app: Flask, scopes: tuple[str, ...] = ("admin",)) -> str:
 @pytest.fixture
 def gql(app: Flask) -> GraphQL:
     return GraphQL(app, admin_token(app))
+
+
+def wait_for_a_lock_wait(engine: Any, tries: int = 100) -> bool:
+    """Poll (every 50 ms, ``tries`` times) until a session of this PostgreSQL database waits
+    on a lock: a concurrent test's other side has reached its wait. True if one did."""
+    with engine.connect() as probe:
+        for _ in range(tries):
+            if probe.execute(text(
+                    "SELECT count(*) FROM pg_stat_activity WHERE wait_event_type = 'Lock' "
+                    "AND datname = current_database()")).scalar_one():
+                return True
+            threading.Event().wait(0.05)
+    return False
 
 
 @contextmanager

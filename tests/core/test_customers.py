@@ -14,6 +14,7 @@ from core.errors import UserError
 from core.models import Customer, CustomerExternalId, CustomerStatus, CustomerTag, Interaction
 from core.services import customers
 from core.services.interactions import record_interaction
+from tests.conftest import wait_for_a_lock_wait
 
 WHEN = "2026-05-01T09:00:00Z"
 
@@ -195,7 +196,7 @@ def test_two_creates_racing_for_one_external_id_give_one_typed_error(
     """The second creator waits on the first's row and gets UNIQUE, not a crash."""
     import threading
 
-    from sqlalchemy import create_engine, insert, text
+    from sqlalchemy import create_engine, insert
 
     from core.models import Customer as CustomerRow
 
@@ -227,14 +228,7 @@ def test_two_creates_racing_for_one_external_id_give_one_typed_error(
     worker = threading.Thread(target=second)
     worker.start()
     # Let the second request reach the unique index and wait on the first's row.
-    with engine.connect() as probe:
-        for _ in range(200):
-            waiting = probe.execute(text(
-                "SELECT count(*) FROM pg_stat_activity WHERE wait_event_type = 'Lock' "
-                "AND datname = current_database()")).scalar_one()
-            if waiting:
-                break
-            threading.Event().wait(0.05)
+    wait_for_a_lock_wait(engine, tries=200)
     first_tx.commit()
     first.close()
     worker.join(timeout=30)

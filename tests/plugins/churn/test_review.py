@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 from flask import Flask
 from graphene import relay
-from sqlalchemy import create_engine, func, insert, select, text, update
+from sqlalchemy import create_engine, func, insert, select, update
 
 from core.cli import cli
 from core.db import db
@@ -24,7 +24,7 @@ from core.services.customers import (
 )
 from plugins.churn import features, report, service
 from plugins.churn.models import ChurnRateAlert, ChurnRecord, TimeUnit, WinbackCampaign
-from tests.conftest import AppFactory, GraphQL, admin_token
+from tests.conftest import AppFactory, GraphQL, admin_token, wait_for_a_lock_wait
 from tests.plugins.churn.conftest import customer, days_ago, mark, purchase
 
 UTC = dt.timezone.utc
@@ -287,13 +287,7 @@ def _while_held(app: Flask, database_url: str, hold: list, work: object) -> obje
 
     thread = threading.Thread(target=worker)
     thread.start()
-    with engine.connect() as probe:
-        for _ in range(60):
-            if probe.execute(text(
-                    "SELECT count(*) FROM pg_stat_activity WHERE wait_event_type = 'Lock' "
-                    "AND datname = current_database()")).scalar_one():
-                break
-            threading.Event().wait(0.05)
+    wait_for_a_lock_wait(engine, tries=60)
     first_tx.commit()
     first.close()
     thread.join(timeout=30)

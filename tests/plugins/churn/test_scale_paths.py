@@ -16,6 +16,7 @@ from core.db import db
 from core.models import Customer
 from plugins.churn import features, modeling
 from plugins.churn.models import ChurnScore
+from tests.conftest import wait_for_a_lock_wait
 from tests.plugins.churn.conftest import customer, days_ago, purchase
 from tests.plugins.churn.test_modeling import load_simulation
 from tests.plugins.churn.test_review import _while_held
@@ -137,13 +138,7 @@ def test_read_ahead_behind_a_queued_ddl_runs_on_the_session(
         text("LOCK TABLE customers IN ACCESS EXCLUSIVE MODE")))
     waiting.start()
     try:
-        with engine.connect() as probe:
-            for _ in range(100):
-                if probe.execute(text(
-                        "SELECT count(*) FROM pg_stat_activity WHERE wait_event_type = 'Lock' "
-                        "AND datname = current_database()")).scalar_one():
-                    break
-                threading.Event().wait(0.05)
+        assert wait_for_a_lock_wait(engine)  # the LOCK queues behind the session
         chunks = list(features.feature_chunks(spec, chunk_size=2))
         assert np.concatenate([c.customer_ids for c in chunks]).tolist() == ids
     finally:
