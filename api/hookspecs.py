@@ -2,7 +2,9 @@
 
 Every field and mutation a plugin contributes names the scope it needs: wrap fields with
 ``api.scoped(field, "loyalty:read")`` and give mutations a ``scope`` class attribute (see
-``api.RapportMutation``). A field without a scope fails start-up, as does a name clash.
+``api.RapportMutation``). Every type declares its domain with ``@api.domain("loyalty")``:
+reading it then needs ``loyalty:read`` wherever it is reached (api/authorization.py). A
+field without a scope, a type without a domain and a name clash fail start-up.
 """
 
 from __future__ import annotations

@@ -8,15 +8,19 @@ from typing import Any, ClassVar
 
 import graphene
 from graphene.types.generic import GenericScalar
-from graphql import Undefined
+from graphene.utils.str_converters import to_snake_case
+from graphql import GraphQLObjectType, Undefined, get_named_type
 
+from api.authorization import STRUCTURAL, read_scope
 from api.loaders import InteractionByIdLoader
 from api.types import (
-    Agent, AgentError, AlertError, AlertType, CustomerAttributeDefinition, CustomerError,
-    CustomerType, Interaction, InteractionError, LifecycleStage, ctx, decode_global_id,
+    Agent, AgentError, AgentRole, AlertError, AlertType, CustomerAttributeDefinition,
+    CustomerError, CustomerType, Interaction, InteractionError, LifecycleStage, ctx,
+    decode_global_id,
 )
+from core import changes, context, ids
 from core.errors import ErrorCode, FieldError, UserError, camel
-from core.services import customers, interactions, staff
+from core.services import customers, interactions, staff, transaction
 
 MAX_BATCH = 1000
 
@@ -50,6 +54,9 @@ class RapportMutation(graphene.Mutation):
 
     @classmethod
     def __init_subclass_with_meta__(cls, **options: Any) -> None:
+        # The payload is structural: it is read with the mutation's scope, and each type
+        # it leads to (the changed object) needs its own domain's read scope.
+        cls.rapport_domain = STRUCTURAL
         error_type = cls.__dict__.get("error_type")
         if error_type is not None and "errors" not in cls.__dict__:
             cls.errors = graphene.List(graphene.NonNull(error_type), required=True)
@@ -61,8 +68,16 @@ class RapportMutation(graphene.Mutation):
 
     @classmethod
     def mutate(cls, root: Any, info: Any, input: Any) -> RapportMutation:
+        # One transaction around the service call and its audit entry: both commit, or
+        # neither does. The service's own transaction() is an inner block of this one.
         try:
-            payload = cls.perform(info, plain(input))
+            with transaction(), context.use(operation=info.field_name):
+                before = changes.recorded_count()
+                payload = cls.perform(info, plain(input))
+                if changes.recorded_count() == before:
+                    objects = audited_objects(info, payload)
+                    if objects or not getattr(payload, "errors", None):
+                        changes.record(None, objects)
         except UserError as exc:
             return cls(errors=[cls.error(e.prefixed("input")) for e in exc.errors])
         if getattr(payload, "errors", None) is None:
@@ -72,6 +87,24 @@ class RapportMutation(graphene.Mutation):
     @classmethod
     def error(cls, error: FieldError) -> Any:
         return cls.error_type(field=error.field, message=error.message, code=error.code)
+
+
+def audited_objects(info: Any, payload: Any) -> list[str]:
+    """Global ids of the Node objects a payload returns (rows, or lists of rows): what a
+    mutation's default audit entry names when its service recorded none."""
+    payload_type = get_named_type(info.return_type)
+    found: list[str] = []
+    for name, field in payload_type.fields.items():
+        node_type = get_named_type(field.type)
+        if not isinstance(node_type, GraphQLObjectType) or not any(
+                i.name == "Node" for i in node_type.interfaces):
+            continue
+        value = getattr(payload, to_snake_case(name), None)
+        for row in value if isinstance(value, (list, tuple)) else [value]:
+            pk = getattr(row, "id", None)
+            if isinstance(pk, int):
+                found.append(ids.global_id(node_type.name, pk))
+    return found
 
 
 def global_id(input: dict[str, Any], key: str, type_name: str, *, required: bool = True
@@ -103,6 +136,12 @@ class CustomerFieldsInput:
     country = graphene.String()
     region = graphene.String()
     city = graphene.String()
+    customer_since = graphene.Date(description=(
+        "The customer's own start (e.g. a contract's first day), when it predates the "
+        "record: 00:00 of that day in RAPPORT_TIMEZONE; tenure counts from it."))
+    tenure_periods = graphene.Int(description="Renewal periods completed (contractual "
+                                              "businesses; the sBG churn model).")
+    period = graphene.String(description="Length of a renewal period: month or year.")
     tags = graphene.List(graphene.NonNull(graphene.String))
     attributes = GenericScalar(description="Free-form attributes; a null value removes a key.")
     lifecycle_stage = LifecycleStage()
@@ -163,7 +202,8 @@ class MergeCustomers(RapportMutation):
         input = MergeCustomersInput(required=True)
 
     customer = graphene.Field(CustomerType)
-    scope = "customers:write"
+    #: A merge moves every domain's data (interactions, loyalty balances, complaints...).
+    scope = "customers:merge"
     error_type = CustomerError
 
     @classmethod
@@ -194,13 +234,27 @@ class EraseCustomer(RapportMutation):
 
     customer = graphene.Field(CustomerType)
     report = GenericScalar(description="What core and each plugin did, by plugin name.")
-    scope = "customers:write"
+    scope = "customers:erase"
     error_type = CustomerError
 
     @classmethod
     def perform(cls, info: Any, input: dict[str, Any]) -> EraseCustomer:
         result = customers.erase_customer(global_id(input, "id", "Customer"))  # type: ignore[arg-type]
-        return cls(customer=result.customer, report=result.reports)
+        return cls(customer=result.customer, report=_camel_report(result.reports))
+
+
+def _camel_report(reports: dict[str, Any]) -> dict[str, Any]:
+    """The erasure reports as clients read every document: camelCase keys (and the core
+    report's cleared fields by their GraphQL names)."""
+    shown: dict[str, Any] = {}
+    for plugin, report in reports.items():
+        if not isinstance(report, dict):
+            shown[plugin] = report
+            continue
+        shown[plugin] = {camel(k): v for k, v in report.items()}
+        if plugin == "core" and isinstance(report.get("fields_cleared"), list):
+            shown[plugin]["fieldsCleared"] = [camel(f) for f in report["fields_cleared"]]
+    return shown
 
 
 class ExportCustomerInput(CustomerIdInput):
@@ -208,19 +262,22 @@ class ExportCustomerInput(CustomerIdInput):
 
 
 class ExportCustomer(RapportMutation):
-    """Everything held about a customer as one JSON document (core + each plugin's section)."""
+    """What is held about a customer as one JSON document: the sections (core customer
+    data, interactions, each plugin's) this key may read; ``omitted`` names the others."""
 
     class Arguments:
         input = ExportCustomerInput(required=True)
 
     document = GenericScalar()
-    scope = "customers:write"
+    scope = "customers:export"
     error_type = CustomerError
 
     @classmethod
     def perform(cls, info: Any, input: dict[str, Any]) -> ExportCustomer:
+        principal = ctx(info).principal
         return cls(document=customers.export_customer(
-            global_id(input, "id", "Customer")))  # type: ignore[arg-type]
+            global_id(input, "id", "Customer"),  # type: ignore[arg-type]
+            may_read=lambda domain: principal.allows(read_scope(domain))))
 
 
 class DefineCustomerAttributeInput(graphene.InputObjectType):
@@ -350,6 +407,7 @@ class CreateAgentInput(graphene.InputObjectType):
     name = graphene.String(required=True)
     email = graphene.String(required=True)
     team = graphene.String()
+    role = AgentRole(description="Default: SERVICE_REPRESENTATIVE.")
 
 
 class CreateAgent(RapportMutation):

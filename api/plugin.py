@@ -5,7 +5,7 @@ from __future__ import annotations
 import click
 from flask import Blueprint, Flask, current_app
 
-from api import view
+from api import graphiql, view
 from api.schema import build_schema
 from core.app import rapport
 from core.hookspecs import hookimpl
@@ -27,7 +27,7 @@ def rapport_init_app(app: Flask) -> None:
 
 @hookimpl
 def rapport_register_routes() -> list[Blueprint]:
-    return [view.blueprint]
+    return [view.blueprint, graphiql.blueprint]
 
 
 @click.command("schema")

@@ -10,7 +10,9 @@ import graphene
 from graphene import relay
 from sqlalchemy import ColumnElement, func, literal_column, select
 
+from api.authorization import node_scope
 from api.loaders import CustomerByIdLoader
+from api.limits import REPORT_COST, costly
 from api.mutations import plain
 from api.pagination import Page, after_condition, bad_input, decode_cursor, make_page, page_size
 from api.types import (
@@ -37,7 +39,12 @@ class AttributeCondition(graphene.InputObjectType):
 class CustomerFilterInput(graphene.InputObjectType):
     """A segment: every condition given must hold (lists mean "any of")."""
 
-    search = graphene.String(description="Substring of the name or e-mail.")
+    search = graphene.String(description="Substring of the name (case and accents ignored).")
+    email = graphene.String(description="The exact e-mail address (case and surrounding "
+                                        "blanks ignored); e-mails are encrypted at rest, so "
+                                        "there is no substring search.")
+    phone = graphene.String(description="The exact phone number: its last ten digits are "
+                                        "compared (at least 6 digits).")
     country = graphene.List(graphene.NonNull(graphene.String))
     region = graphene.List(graphene.NonNull(graphene.String))
     city = graphene.List(graphene.NonNull(graphene.String))
@@ -179,9 +186,11 @@ def resolve_node(root: Any, info: Any, id: str) -> Any:
     if (cls is None or not hasattr(cls, "get_node") or not str(raw).isdigit()
             or not 0 < int(raw) <= MAX_ID):
         raise bad_input(f"Not a node id: {id!r}.")
-    scope = getattr(cls, "rapport_scope", None)
-    if scope is None or not ctx(info).principal.allows(scope):
-        raise forbidden(scope or "admin")
+    # Checked before loading, so a key that may not read the type does not learn whether
+    # the row exists; the type resolver of Node checks the value again (authorization.py).
+    scope = node_scope(cls)
+    if not ctx(info).principal.allows(scope):
+        raise forbidden(scope)
     return cls.get_node(info, raw)
 
 
@@ -216,11 +225,11 @@ def core_query_fields() -> dict[str, graphene.Field]:
                                 "external_id": graphene.String(required=True)},
             resolver=lambda root, info, source, external_id:
             customer_service.find_by_external_id(source, external_id)), "customers:read"),
-        "customerDuplicates": scoped(graphene.Field(
+        "customerDuplicates": costly(scoped(graphene.Field(
             graphene.List(graphene.NonNull(DuplicateGroup)), required=True,
             first=graphene.Int(default_value=20),
             resolver=lambda root, info, first: customer_service.find_duplicates(
-                page_size(first))), "customers:read"),
+                page_size(first))), "customers:read"), REPORT_COST),
         "customerAttributes": scoped(graphene.Field(
             graphene.List(graphene.NonNull(CustomerAttributeDefinition)), required=True,
             resolver=lambda root, info: db.session.scalars(

@@ -12,6 +12,9 @@ from graphene.types.unmountedtype import UnmountedType
 from graphene.utils.str_converters import to_camel_case
 from graphql import GraphQLSchema, print_schema
 
+from api.audit import audit_query_fields
+from api.authorization import domain, guard_abstract_types, type_domains
+from api.jobs import JOB_MUTATIONS, job_query_fields
 from api.mutations import CORE_MUTATIONS, RapportMutation
 from api.queries import core_query_fields
 from api.types import AlertType, CustomerBase, Interaction, _customer_type, node_type
@@ -20,7 +23,7 @@ from core.plugins import call_each
 
 
 class SchemaError(RuntimeError):
-    """A contribution is invalid (name clash, missing scope); raised at start-up."""
+    """A contribution is invalid (name clash, missing scope or domain); raised at start-up."""
 
 
 @dataclass
@@ -28,6 +31,8 @@ class RapportSchema:
     graphene_schema: graphene.Schema
     #: (type name, field name) -> scope the caller needs to select the field
     field_scopes: dict[tuple[str, str], str]
+    #: object type name -> its domain, or STRUCTURAL (api/authorization.py)
+    type_domains: dict[str, str]
 
     @property
     def graphql_schema(self) -> GraphQLSchema:
@@ -37,7 +42,9 @@ class RapportSchema:
         return print_schema(self.graphql_schema) + "\n"
 
 
-#: Core fields that lead from one domain into another need that domain's scope too.
+#: Core fields that lead from one domain into another need that domain's scope too (on
+#: top of the read scope of the type they return: InteractionConnection is structural, so
+#: without this its totalCount would be readable with customers:read).
 CROSS_DOMAIN_SCOPES = {
     ("Customer", "interactions"): "interactions:read",
     ("Customer", "owner"): "agents:read",
@@ -74,10 +81,12 @@ def _scope_of(kind: str, name: str, value: Any) -> str:
 
 def build_schema(pm: pluggy.PluginManager) -> RapportSchema:
     hook = pm.hook
-    query = _collect("Query field", core_query_fields(),
+    query = _collect("Query field", {**core_query_fields(), **job_query_fields(),
+                                     **audit_query_fields()},
                      call_each(hook.rapport_graphql_query_fields))
     mutations: dict[str, type[RapportMutation]] = _collect(
-        "Mutation", CORE_MUTATIONS, call_each(hook.rapport_graphql_mutations))
+        "Mutation", {**CORE_MUTATIONS, **JOB_MUTATIONS},
+        call_each(hook.rapport_graphql_mutations))
     customer_fields = _collect(
         "Customer field", {}, call_each(hook.rapport_graphql_customer_fields),
         reserved={to_camel_case(name) for name, value in vars(CustomerBase).items()
@@ -95,11 +104,11 @@ def build_schema(pm: pluggy.PluginManager) -> RapportSchema:
         scopes[("Customer", name)] = _scope_of("Customer field", name, field)
     scopes.update(CROSS_DOMAIN_SCOPES)
 
-    customer = node_type("customers:read", Customer)(type("Customer", (CustomerBase,), {
+    customer = domain("customers")(node_type(Customer)(type("Customer", (CustomerBase,), {
         "Meta": type("Meta", (), {"interfaces": (relay.Node,),
                                   "description": "A customer and everything plugins add."}),
         **customer_fields,
-    }))
+    })))
     token = _customer_type.set(customer)
     try:
         query_type = type("Query", (graphene.ObjectType,), dict(query))
@@ -110,4 +119,12 @@ def build_schema(pm: pluggy.PluginManager) -> RapportSchema:
         schema.graphql_schema.type_map  # noqa: B018 - resolve lazy types while Customer is set
     finally:
         _customer_type.reset(token)
-    return RapportSchema(schema, scopes)
+    domains, undeclared = type_domains(schema.graphql_schema)
+    if undeclared:
+        raise SchemaError(
+            f"GraphQL type(s) {', '.join(undeclared)} declare no domain: decorate each with "
+            f"@api.domain('<domain>') (reading it then needs '<domain>:read'), or build it "
+            f"with api.connection()/api.error_type() or mark a value type @api.structural "
+            f"(docs/writing_a_plugin.md).")
+    guard_abstract_types(schema.graphql_schema, domains)
+    return RapportSchema(schema, scopes, domains)

@@ -13,6 +13,8 @@ from graphene import relay
 from graphene.types.generic import GenericScalar
 from graphql import GraphQLError
 
+from api.authorization import AUTHENTICATED as AUTHENTICATED  # re-exported for plugins
+from api.authorization import STRUCTURAL, domain, structural
 from api.context import RequestContext
 from api.loaders import (
     AgentByIdLoader, AlertByIdLoader, CustomerByIdLoader, ExternalIdsByCustomerLoader,
@@ -22,13 +24,10 @@ from api.loaders import (
 from api.pagination import Page, decode_cursor, make_page, page_size
 from core import models
 from core.db import MAX_ID
-from core.errors import ErrorCode
+from core.errors import ErrorCode, camel
 from core.money import quantize
 
-# --- Scopes carried by fields ------------------------------------------------------------
-
-#: Scope of fields any authenticated caller may use (``node``, ``plugins``...).
-AUTHENTICATED = "authenticated"
+# --- Scopes carried by fields (the domains of types: api/authorization.py) ---------------
 
 
 def scoped(field: graphene.Field, scope: str) -> graphene.Field:
@@ -75,6 +74,7 @@ def error_type(domain: str, codes: list[str] | tuple[str, ...] = ()) -> type[gra
         "Meta": type("Meta", (), {"interfaces": (Error,),
                                   "description": f"An error of the {domain} domain."}),
         "code": graphene.Field(enum, required=True),
+        "rapport_domain": STRUCTURAL,
     })
     _error_types[domain] = cls
     return cls
@@ -109,6 +109,7 @@ def connection(node: Any, name: str) -> type[graphene.ObjectType]:
     edge = type(f"{name}Edge", (graphene.ObjectType,), {
         "cursor": graphene.String(required=True),
         "node": graphene.Field(node, required=True),
+        "rapport_domain": STRUCTURAL,
     })
 
     def resolve_edges(root: Page, info: Any) -> list[Edge]:
@@ -128,6 +129,7 @@ def connection(node: Any, name: str) -> type[graphene.ObjectType]:
         "resolve_edges": staticmethod(resolve_edges),
         "resolve_page_info": staticmethod(resolve_page_info),
         "resolve_total_count": staticmethod(lambda root, info: root.total()),
+        "rapport_domain": STRUCTURAL,
     })
 
 
@@ -141,15 +143,16 @@ def load_related(info: Any, loader: type[RapportLoader], key: Any) -> Any:
     return None if key is None else ctx(info).loader(loader).load(key)
 
 
-def node_type(scope: str, model: type) -> Callable[[type], type]:
-    """Class decorator for a ``Node`` type served from rows of ``model``.
-
-    Records the scope ``node(id:)`` needs to return it, and tells GraphQL which type an
-    ORM row is when it comes back through the ``Node`` interface.
+def node_type(model: type) -> Callable[[type], type]:
+    """Class decorator for a ``Node`` type served from rows of ``model``: tells GraphQL
+    which type an ORM row is when it comes back through the ``Node`` interface. What
+    ``node(id:)`` needs to return it is the read scope of the type's ``@domain``.
     """
+    if isinstance(model, str):
+        raise TypeError("node_type(model) takes the model only; declare what reading the "
+                        "type needs with @api.domain('<domain>') (docs/writing_a_plugin.md).")
 
     def mark(cls: type) -> type:
-        cls.rapport_scope = scope  # type: ignore[attr-defined]
         cls.is_type_of = classmethod(  # type: ignore[attr-defined]
             lambda klass, root, info: isinstance(root, (model, klass)))
         return cls
@@ -160,6 +163,7 @@ def node_type(scope: str, model: type) -> Callable[[type], type]:
 # --- Core types -----------------------------------------------------------------------------
 
 
+@structural
 class Money(graphene.ObjectType):
     """An exact amount (a decimal string) and its ISO 4217 currency."""
 
@@ -170,9 +174,11 @@ class Money(graphene.ObjectType):
 CustomerStatus = graphene.Enum.from_enum(models.CustomerStatus)
 LifecycleStage = graphene.Enum.from_enum(models.LifecycleStage)
 AlertStatus = graphene.Enum.from_enum(models.AlertStatus)
+AgentRole = graphene.Enum.from_enum(models.AgentRole)
 
 
-@node_type("agents:read", models.Agent)
+@domain("agents")
+@node_type(models.Agent)
 class Agent(graphene.ObjectType):
     """A staff member: actor, assignee, customer owner."""
 
@@ -183,18 +189,22 @@ class Agent(graphene.ObjectType):
     email = graphene.String(required=True)
     team = graphene.String()
     active = graphene.Boolean(required=True)
+    role = graphene.Field(lambda: AgentRole, required=True,
+                          description="What the agent's own API keys may do at most.")
 
     @classmethod
     def get_node(cls, info: Any, id: str) -> Any:
         return ctx(info).loader(AgentByIdLoader).load(int(id))
 
 
+@domain("customers")
 class ExternalId(graphene.ObjectType):
     source = graphene.String(required=True)
     external_id = graphene.String(required=True)
 
 
-@node_type("interactions:read", models.Interaction)
+@domain("interactions")
+@node_type(models.Interaction)
 class Interaction(graphene.ObjectType):
     """One event of a customer's history."""
 
@@ -260,6 +270,10 @@ class CustomerBase(graphene.ObjectType):
     country = graphene.String()
     region = graphene.String()
     city = graphene.String()
+    customer_since = graphene.Date(description=(
+        "The customer's own start date when it predates the record (else null)."))
+    tenure_periods = graphene.Int(description="Renewal periods completed (contractual).")
+    period = graphene.String(description="Length of a renewal period: month or year.")
     tags = graphene.List(graphene.NonNull(graphene.String), required=True)
     attributes = GenericScalar(required=True)
     lifecycle_stage = graphene.Field(LifecycleStage, required=True)
@@ -309,6 +323,8 @@ class CustomerBase(graphene.ObjectType):
         return make_page(rows, size, after, interaction_key, lambda: count.load(root.id))
 
 
+@domain("alerts")
+@node_type(models.Alert)
 class AlertType(graphene.ObjectType):
     class Meta:
         name = "Alert"
@@ -329,6 +345,11 @@ class AlertType(graphene.ObjectType):
         return ctx(info).loader(AlertByIdLoader).load(int(id))
 
     @staticmethod
+    def resolve_evidence(root: models.Alert, info: Any) -> dict[str, Any]:
+        # Alerts raised before evidence was written in camelCase show the same keys.
+        return {camel(k): v for k, v in (root.evidence or {}).items()}
+
+    @staticmethod
     def resolve_customer(root: models.Alert, info: Any) -> Any:
         return load_related(info, CustomerByIdLoader, root.customer_id)
 
@@ -337,9 +358,7 @@ class AlertType(graphene.ObjectType):
         return load_related(info, AgentByIdLoader, root.acknowledged_by_id)
 
 
-node_type("alerts:read", models.Alert)(AlertType)
-
-
+@structural
 class PluginInfo(graphene.ObjectType):
     name = graphene.String(required=True)
     version = graphene.String(required=True)
@@ -349,11 +368,13 @@ class PluginInfo(graphene.ObjectType):
     hooks = graphene.List(graphene.NonNull(graphene.String), required=True)
 
 
+@structural
 class InteractionKind(graphene.ObjectType):
     name = graphene.String(required=True)
     description = graphene.String(required=True)
 
 
+@domain("customers")
 class CustomerAttributeDefinition(graphene.ObjectType):
     key = graphene.String(required=True)
     type = graphene.String(required=True)
@@ -365,6 +386,7 @@ class CustomerAttributeDefinition(graphene.ObjectType):
         return root.type.value
 
 
+@domain("customers")
 class DuplicateGroup(graphene.ObjectType):
     """Customers that are probably one person, and why."""
 

@@ -52,9 +52,11 @@ _CURRENCIES = ["USD", "EUR", "JPY", "GBP"]
 
 def seed(app: Flask) -> None:
     """100 customers, 5..8 interactions each (about half of them purchases/refunds)."""
+    from core.crypto import keyring
     from core.db import db
     from core.models import Customer, CustomerStatus, Interaction, LifecycleStage
 
+    keys = keyring(app)
     rnd = random.Random(20261123)
     start = dt.datetime(2025, 1, 1, tzinfo=dt.timezone.utc)
     customers = []
@@ -64,7 +66,8 @@ def seed(app: Flask) -> None:
         created = start + dt.timedelta(minutes=7 * i)
         customers.append({
             "name": name, "email": email, "name_normalized": name.lower(),
-            "email_normalized": email, "attributes": {}, "status": CustomerStatus.ACTIVE,
+            "email_blind_index": keys.blind_index("email", email), "attributes": {},
+            "status": CustomerStatus.ACTIVE,
             "lifecycle_stage": LifecycleStage.CUSTOMER, "created_at": created,
             "updated_at": created})
     with app.app_context():

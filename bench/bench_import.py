@@ -50,6 +50,8 @@ CUSTOMERS = 10_000
 RATE_GOAL = 0.5
 RSS_GOAL_MB = 300.0
 SEED = 20261123
+#: A fixed key for the child processes of one run (a benchmark database is dropped after).
+BENCH_ENCRYPTION_KEY = "YmVuY2gtb25seS1lbmNyeXB0aW9uLWtleS0wMDAwMDA="
 #: Share of each kind in the generated file; refunds name an earlier purchase.
 KINDS = (("purchase", 0.45), ("email", 0.15), ("call", 0.10), ("visit", 0.10),
          ("chat", 0.08), ("service", 0.05), ("note", 0.04), ("refund", 0.03))
@@ -146,7 +148,9 @@ def child_env(database_url: str, plugins: str | None) -> dict[str, str]:
     if plugins is not None:
         env["RAPPORT_PLUGINS"] = plugins
     return env | {"RAPPORT_DATABASE_URL": database_url, "RAPPORT_ENV": "production",
-                  "RAPPORT_SECRET_KEY": "bench-only-secret"}
+                  "RAPPORT_SECRET_KEY": "bench-only-secret",
+                  "RAPPORT_ENCRYPTION_KEYS": BENCH_ENCRYPTION_KEY,
+                  "RAPPORT_BLIND_INDEX_KEY": "bench-only-blind-index-key-" + "0" * 16}
 
 
 def installed_plugins() -> list[str]:

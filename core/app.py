@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any, cast
 
 import pluggy
@@ -12,10 +12,12 @@ from flask import Flask, current_app
 from sqlalchemy import event
 from sqlalchemy.engine import Engine
 
+from core import crypto, http, ratelimit
 from core.builtin import MONETARY_KINDS
 from core.config import Settings, load_settings
 from core.db import db
 from core.plugins import PluginInfo, build_plugin_manager, enabled_plugin_names
+from core import timeouts  # noqa: F401 - registers the statement time limits on engines
 
 
 @dataclass
@@ -80,6 +82,7 @@ def create_app(config: Mapping[str, Any] | None = None, *, plugins: Iterable[obj
     """
     settings = load_settings(config)
     app = Flask("rapport", instance_path=settings.extra.get("RAPPORT_INSTANCE_PATH") or None)
+    settings = replace(settings, secret_key=crypto.secret_key(app, settings))
     app.config.update(
         SECRET_KEY=settings.secret_key,
         TESTING=settings.env == "test",
@@ -87,7 +90,12 @@ def create_app(config: Mapping[str, Any] | None = None, *, plugins: Iterable[obj
         SQLALCHEMY_ENGINE_OPTIONS={"pool_pre_ping": True},
     )
     app.json.sort_keys = False  # type: ignore[attr-defined] - GraphQL answers in query order
+    crypto.init_app(app, settings)
     db.init_app(app)
+    from core import operations  # it uses rapport() from this module
+
+    operations.init_app(app, settings)
+    http.init_app(app)
 
     pm, infos = build_plugin_manager(settings, plugins)
     state = Rapport(settings=settings, pm=pm, plugins=infos)
@@ -95,9 +103,10 @@ def create_app(config: Mapping[str, Any] | None = None, *, plugins: Iterable[obj
     state.interaction_kinds = _registry(pm.hook.rapport_interaction_kinds())
     app.extensions["rapport"] = state
 
-    for blueprints in pm.hook.rapport_register_routes():
-        for blueprint in blueprints or []:
-            app.register_blueprint(blueprint)
+    routes = [bp for blueprints in pm.hook.rapport_register_routes() for bp in blueprints or []]
+    for blueprint in routes:
+        app.register_blueprint(blueprint)
+    ratelimit.init_app(app, routes, settings.rate_limit, settings.rate_limit_storage)
     pm.hook.rapport_init_app(app=app)
     for commands in pm.hook.rapport_cli_commands():
         for command in commands or []:

@@ -9,53 +9,88 @@ import hmac
 import ipaddress
 import secrets
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
-from flask import g, has_request_context, jsonify, request
+from flask import g, has_request_context, request
 from sqlalchemy import select, update
 
+from core import changes, context, roles
 from core.app import rapport
+from core.context import Actor
 from core.db import MAX_ID, db, utcnow
 from core.errors import ErrorCode, UserError
+from core.http import error_response
+from core.ids import global_id
 from core.models import Agent, ApiKey
+from core.ratelimit import parse_rate_limit
 from core.services import transaction
 
 KEY_PREFIX = "rpk"
 _LAST_USED_RESOLUTION = dt.timedelta(minutes=5)
 
+#: The scope a key needs for its ``X-Rapport-Agent`` header to be honoured.
+ACT_AS = "agents:act-as"
+#: The service name of the local developer (development mode, loopback, no key).
+DEV_ADMIN = "dev-admin"
+
 
 @dataclass(frozen=True)
 class Principal:
-    """Who is calling: an API key (or the local developer) and, optionally, an agent."""
+    """Who is calling: an API key (or the local developer) and its actor.
+
+    ``agent_id`` is the staff member the change is made by: the key's agent, or the
+    agent a service acts for (``X-Rapport-Agent``); ``actor`` is what the audit log
+    and events record.
+    """
 
     name: str
     scopes: frozenset[str]
     api_key_id: int | None = None
     agent_id: int | None = None
+    actor: Actor = field(default_factory=Actor)
 
     def allows(self, scope: str) -> bool:
         return "admin" in self.scopes or scope in self.scopes
 
 
 class AuthError(Exception):
+    """``UNAUTHENTICATED`` (HTTP 401) or ``FORBIDDEN`` (403, see ``status``)."""
+
     def __init__(self, code: str, message: str):
         super().__init__(message)
         self.code = code
         self.message = message
+
+    @property
+    def status(self) -> int:
+        return 403 if self.code == "FORBIDDEN" else 401
 
 
 def _digest(secret: str) -> str:
     return hashlib.sha256(secret.encode()).hexdigest()
 
 
-def create_api_key(name: str, scopes: Iterable[str]) -> tuple[ApiKey, str]:
-    """Create a key; the returned secret is shown once and only its digest is stored."""
+def create_api_key(name: str, scopes: Iterable[str], *, agent_email: str | None = None,
+                   service: str | None = None, rate_limit: str | None = None
+                   ) -> tuple[ApiKey, str]:
+    """Create a key for an agent (by e-mail) or a named service (default: the key's name).
+
+    The returned secret is shown once and only its digest is stored. An agent's key
+    never does more than the agent's role allows, whatever scopes it holds.
+    ``rate_limit``: its own budget (``1000/minute``, ``unlimited``; see core.ratelimit).
+    """
+    own_limit = parse_rate_limit(rate_limit)
     wanted = sorted(set(scopes))
     known = rapport().scopes
     unknown = [s for s in wanted if s not in known]
     if not name.strip():
         raise UserError.single("Give the key a name.", ErrorCode.REQUIRED, "name")
+    if agent_email is not None and service is not None:
+        raise UserError.single("A key belongs to an agent or to a service, not both.",
+                               ErrorCode.INVALID, "agent")
+    if service is not None and not service.strip():
+        raise UserError.single("Give the service a name.", ErrorCode.REQUIRED, "service")
     if not wanted:
         raise UserError.single("Give at least one scope.", ErrorCode.REQUIRED, "scopes")
     if unknown:
@@ -64,10 +99,27 @@ def create_api_key(name: str, scopes: Iterable[str]) -> tuple[ApiKey, str]:
     prefix = secrets.token_hex(4)
     secret = f"{KEY_PREFIX}_{prefix}_{secrets.token_urlsafe(32)}"
     with transaction():
+        agent_id = None
+        if agent_email is not None:
+            agent_id = db.session.scalar(select(Agent.id).where(
+                Agent.email == agent_email.strip().lower()))
+            if agent_id is None:
+                raise UserError.single(f"No agent with e-mail {agent_email!r}.",
+                                       ErrorCode.NOT_FOUND, "agent")
         key = ApiKey(name=name.strip(), prefix=prefix, secret_hash=_digest(secret),
-                     scopes=wanted)
+                     scopes=wanted, agent_id=agent_id, rate_limit=own_limit,
+                     service=None if agent_id is not None else (service or name).strip())
         db.session.add(key)
+        db.session.flush()
+        _record_key("apikey.create", key, {"apiKeyPrefix": [None, prefix],
+                                           "scopes": [None, wanted],
+                                           "service": [None, key.service]})
     return key, secret
+
+
+def _record_key(operation: str, key: ApiKey, changed: dict[str, list[Any]]) -> None:
+    objects = [] if key.agent_id is None else [global_id("Agent", key.agent_id)]
+    changes.record(operation, objects, changed)
 
 
 def revoke_api_key(prefix: str) -> ApiKey:
@@ -78,6 +130,8 @@ def revoke_api_key(prefix: str) -> ApiKey:
                                    "prefix")
         if key.revoked_at is None:
             key.revoked_at = utcnow()
+            _record_key("apikey.revoke", key, {"apiKeyPrefix": [prefix, prefix],
+                                               "revokedAt": [None, key.revoked_at]})
     return key
 
 
@@ -130,18 +184,22 @@ def _agent_id(header: str | None) -> int | None:
 
 def authenticate(authorization: str | None, remote_addr: str | None,
                  agent_header: str | None = None) -> Principal:
-    """Resolve the caller of a request or raise ``AuthError`` (code UNAUTHENTICATED).
+    """Resolve the caller of a request or raise ``AuthError``.
 
-    The agent header is looked up only once the caller is known: an anonymous request
-    must not learn which e-mail addresses belong to active agents.
+    UNAUTHENTICATED: no, a malformed, unknown or revoked key, or a key of a deactivated
+    agent. FORBIDDEN: an ``X-Rapport-Agent`` header from a key without ``agents:act-as``.
+    The agent header is looked up only once the caller is known and allowed to send it:
+    nobody else may learn which e-mail addresses belong to active agents.
     """
     if not authorization:
         if rapport().settings.is_development and _is_local_caller(remote_addr):
-            return Principal("local development", frozenset({"admin"}),
-                             agent_id=_agent_id(agent_header))
+            scopes = frozenset({"admin"})
+            on_behalf = _on_behalf_of(scopes, agent_header)
+            return Principal("local development", scopes, agent_id=on_behalf,
+                             actor=Actor(service=DEV_ADMIN, on_behalf_of_agent_id=on_behalf))
         raise AuthError("UNAUTHENTICATED",
                         "Send 'Authorization: Bearer <api key>' (create one with "
-                        "'rapport apikey create --name NAME --scopes SCOPES').")
+                        "'rapport apikey create --service NAME --scopes SCOPES').")
     scheme, _, token = authorization.partition(" ")
     token = token.strip()
     parts = token.split("_")
@@ -154,13 +212,33 @@ def authenticate(authorization: str | None, remote_addr: str | None,
         raise AuthError("UNAUTHENTICATED", "Unknown API key.")
     if key.revoked_at is not None:
         raise AuthError("UNAUTHENTICATED", "This API key was revoked.")
-    principal = Principal(key.name, frozenset(key.scopes), api_key_id=key.id,
-                          agent_id=_agent_id(agent_header))
+    scopes = frozenset(key.scopes)
+    if key.agent_id is not None:
+        agent = db.session.execute(select(Agent.active, Agent.role).where(
+            Agent.id == key.agent_id)).one()
+        if not agent.active:
+            raise AuthError("UNAUTHENTICATED", "This API key's agent is deactivated.")
+        scopes = roles.effective_scopes(scopes, agent.role, rapport().scopes)
+    on_behalf = _on_behalf_of(scopes, agent_header)
+    principal = Principal(
+        key.name, scopes, api_key_id=key.id,
+        agent_id=on_behalf if on_behalf is not None else key.agent_id,
+        actor=Actor(agent_id=key.agent_id, service=key.service, api_key_prefix=key.prefix,
+                    on_behalf_of_agent_id=on_behalf))
     now = utcnow()
     if key.last_used_at is None or now - key.last_used_at > _LAST_USED_RESOLUTION:
         db.session.execute(update(ApiKey).where(ApiKey.id == key.id).values(last_used_at=now))
         db.session.commit()
     return principal
+
+
+def _on_behalf_of(scopes: frozenset[str], agent_header: str | None) -> int | None:
+    if not agent_header:
+        return None
+    if ACT_AS not in scopes and "admin" not in scopes:
+        raise AuthError("FORBIDDEN", f"X-Rapport-Agent needs a key with the {ACT_AS} scope; "
+                                     "send the request with the agent's own key instead.")
+    return _agent_id(agent_header)
 
 
 F = TypeVar("F", bound=Callable[..., Any])
@@ -177,12 +255,12 @@ def require_scope(scope: str) -> Callable[[F], F]:
                                          request.remote_addr,
                                          request.headers.get("X-Rapport-Agent"))
             except AuthError as exc:
-                return jsonify(error={"code": exc.code, "message": exc.message}), 401
+                return error_response(exc.status, exc.code, exc.message)
             if not principal.allows(scope):
-                return jsonify(error={"code": "FORBIDDEN",
-                                      "message": f"This key lacks the {scope} scope."}), 403
+                return error_response(403, "FORBIDDEN", f"This key lacks the {scope} scope.")
             g.rapport_principal = principal
-            return view(*args, **kwargs)
+            with context.use(actor=principal.actor, operation=request.endpoint):
+                return view(*args, **kwargs)
 
         return wrapped  # type: ignore[return-value]
 

@@ -2,17 +2,30 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from core.hookspecs import hookimpl
 
 CORE_SCOPES = [
     ("customers:read", "Read customer profiles, segments and duplicates"),
-    ("customers:write", "Create, update, merge, erase and export customers"),
+    ("customers:write", "Create and update customers, define customer attributes"),
+    ("customers:merge", "Merge duplicate customers (moves every domain's data to the survivor)"),
+    ("customers:erase", "Erase a customer's personal data everywhere (right to be forgotten)"),
+    ("customers:export", "Export a customer's data: the sections of the domains the key "
+                         "can read"),
     ("interactions:read", "Read interaction timelines"),
     ("interactions:write", "Record interactions"),
     ("agents:read", "Read staff members"),
     ("agents:write", "Create staff members"),
+    ("agents:act-as", "Send X-Rapport-Agent: act on behalf of a staff member (recorded)"),
+    ("audit:read", "Read the audit log"),
     ("alerts:read", "Read alerts"),
     ("alerts:write", "Acknowledge alerts"),
+    ("metrics:read", "Scrape the Prometheus metrics at /metrics"),
+    ("schema:read", "Introspect the GraphQL schema when RAPPORT_GRAPHQL_INTROSPECTION=scope"),
+    ("jobs:read", "Read jobs (of the domains the key can read) and schedules"),
+    ("jobs:write", "Start and cancel jobs (with the job kind's own write scope) and edit "
+                   "schedules"),
     ("admin", "Everything, including API keys and plugin settings"),
 ]
 
@@ -39,3 +52,43 @@ def rapport_register_scopes() -> list[tuple[str, str]]:
 @hookimpl
 def rapport_interaction_kinds() -> list[tuple[str, str]]:
     return CORE_INTERACTION_KINDS
+
+
+@hookimpl
+def rapport_job_kinds() -> list[Any]:
+    from core.job_kinds import CORE_JOB_KINDS  # imports the importers: only when asked
+    from core.outbox import JOB_KINDS as OUTBOX_JOB_KINDS
+
+    return [*CORE_JOB_KINDS, *OUTBOX_JOB_KINDS]
+
+
+@hookimpl
+def rapport_register_routes() -> list[Any]:
+    from core.file_routes import blueprint  # Flask routes: not needed to build the app state
+
+    return [blueprint]
+
+
+@hookimpl
+def rapport_cli_commands() -> list[Any]:
+    from core.events import outbox_group
+    from core.jobs_cli import scheduler_command, worker_command
+
+    return [worker_command, scheduler_command, outbox_group]
+
+
+# --- Events: core's catalogue, the relay (core/outbox.py, docs/events.md) -------------------
+
+
+@hookimpl
+def rapport_event_types() -> list[tuple[str, str, dict[str, Any]]]:
+    from core.events import CORE_EVENT_TYPES
+
+    return CORE_EVENT_TYPES
+
+
+@hookimpl
+def rapport_init_app(app: Any) -> None:
+    from core import outbox
+
+    outbox.init_app(app)

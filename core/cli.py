@@ -2,33 +2,134 @@
 
 from __future__ import annotations
 
+import importlib.util
 import logging
+import os
 import sys
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, NoReturn
 
 import click
 from flask import Flask, current_app
-from flask.cli import FlaskGroup
+from flask.cli import FlaskGroup, ScriptInfo
 from werkzeug.serving import run_simple
 from sqlalchemy import inspect, select
 
+from core import context
 from core.app import create_app, rapport
+from core.audit import audit_group
+from core.context import Actor
 from core.config import ConfigError
 from core.db import db
 from core.demo import DEFAULT_CUSTOMERS, generate_demo
 from core.errors import UserError
-from core.importers import (
-    DEFAULT_BATCH_SIZE, Entity, FileFormat, ImportFileError, open_import,
-)
+from core.importers import DEFAULT_BATCH_SIZE, Entity, FileFormat, default_rejects_path
+from core.keys import keys_group, progress_bar
+from core.logs import configure_logging
+
+
+#: The service the CLI acts as unless given ``--as``.
+CLI_SERVICE = "cli"
+
+
+#: The checkout configuration: ``rapport db upgrade`` in development writes it in the
+#: instance folder, so every later command run there finds the same mode (and whatever a
+#: developer adds to it) without RAPPORT_ENV in the environment.
+INSTANCE_CONFIG_FILE = "rapport.env"
+
+
+def instance_path() -> str:
+    """The instance folder, as ``create_app`` finds it: RAPPORT_INSTANCE_PATH, else
+    Flask's default for the app (./instance from a checkout)."""
+    return os.environ.get("RAPPORT_INSTANCE_PATH") or Flask("rapport").instance_path
+
+
+def load_instance_config() -> None:
+    """Apply the instance folder's ``rapport.env`` under everything else: the environment,
+    ``--env-file``, ``.env`` and ``.flaskenv`` win (Flask loaded those already)."""
+    path = os.path.join(instance_path(), INSTANCE_CONFIG_FILE)
+    if not os.path.isfile(path):
+        return
+    from dotenv import dotenv_values
+
+    for key, value in dotenv_values(path, encoding="utf-8").items():
+        if value is not None and key not in os.environ:
+            os.environ[key] = value
+
+
+def write_development_config(app: Flask) -> str | None:
+    """Mark the instance folder as a development checkout (once); the path if written."""
+    path = os.path.join(app.instance_path, INSTANCE_CONFIG_FILE)
+    os.makedirs(app.instance_path, exist_ok=True)
+    try:
+        with open(path, "x", encoding="utf-8") as out:
+            out.write("# Written by 'rapport db upgrade' in development: every rapport command\n"
+                      "# run from this checkout reads it (the environment, --env-file and .env\n"
+                      "# win). Delete it to make production the default again.\n"
+                      "RAPPORT_ENV=development\n")
+    except FileExistsError:
+        return None
+    return path
 
 
 def _make_app() -> Flask:
+    load_instance_config()
     try:
         return create_app()
     except ConfigError as exc:
         raise click.ClickException(str(exc)) from None
+
+
+def _listed_commands() -> dict[str, click.Command]:
+    """The plugins' commands without building the app (no configuration or database
+    needed): for ``rapport --help``."""
+    from core.config import Settings, _csv
+    from core.plugins import build_plugin_manager
+
+    load_instance_config()
+    raw = os.environ.get("RAPPORT_PLUGINS")
+    try:
+        pm, _ = build_plugin_manager(Settings(plugins=None if raw is None else _csv(raw)))
+    except ConfigError:  # an unknown name in RAPPORT_PLUGINS: list what is installed
+        pm, _ = build_plugin_manager(Settings())
+    found: dict[str, click.Command] = {}
+    for commands in pm.hook.rapport_cli_commands():
+        for command in commands or []:
+            if command.name:
+                found.setdefault(command.name, command)
+    return found
+
+
+#: ``ctx.meta`` key of the commands ``list_commands`` found without the app (help only).
+_LISTED = "rapport.listed_commands"
+
+
+class RapportGroup(FlaskGroup):
+    """Flask's group without third-party ``flask.commands`` (Flask-Limiter's ``limiter``
+    is not Rapport's), and a help that lists the plugins' commands without building the
+    app, so it needs no configuration."""
+
+    def get_command(self, ctx: click.Context, name: str) -> click.Command | None:
+        command = click.Group.get_command(self, ctx, name)
+        if command is None and name in ctx.meta.get(_LISTED, {}):
+            return ctx.meta[_LISTED][name]  # the help only shows it
+        if command is not None:
+            return command
+        app = ctx.ensure_object(ScriptInfo).load_app()
+        if not current_app or current_app._get_current_object() is not app:  # type: ignore
+            ctx.with_resource(app.app_context())
+        return app.cli.get_command(ctx, name)
+
+    def list_commands(self, ctx: click.Context) -> list[str]:
+        names = set(click.Group.list_commands(self, ctx))
+        info = ctx.ensure_object(ScriptInfo)
+        if info.create_app is not _make_app:  # an app given by the caller (tests, embedding)
+            names.update(info.load_app().cli.list_commands(ctx))
+        else:
+            ctx.meta[_LISTED] = _listed_commands()
+            names.update(ctx.meta[_LISTED])
+        return sorted(names)
 
 
 def fail(exc: UserError) -> click.ClickException:
@@ -37,19 +138,60 @@ def fail(exc: UserError) -> click.ClickException:
         f"{e.field}: {e.message}" if e.field else e.message for e in exc.errors))
 
 
-@click.group(cls=FlaskGroup, create_app=_make_app, add_default_commands=False,
+@click.group(cls=RapportGroup, create_app=_make_app, add_default_commands=False,
              add_version_option=False)
-def cli() -> None:
-    """Rapport: a headless CRM backend. Configure it with RAPPORT_* environment variables."""
+@click.option("--as", "as_agent", metavar="AGENT_EMAIL", default=None,
+              help="Act as this staff member: the audit log records the agent instead of "
+                   "the service 'cli'.")
+@click.pass_context
+def cli(ctx: click.Context, as_agent: str | None) -> None:
+    """Rapport: a headless CRM backend. Configure it with RAPPORT_* environment variables
+    (or .env, --env-file; a checkout where 'make run' ran keeps development settings in
+    instance/rapport.env)."""
+    actor = Actor(service=CLI_SERVICE, via="cli")
+    if as_agent is not None and ctx.invoked_subcommand is not None:
+        actor = Actor(agent_id=_agent_for_cli(ctx, as_agent), via="cli")
+    operation = f"cli.{ctx.invoked_subcommand}" if ctx.invoked_subcommand else None
+    ctx.with_resource(context.use(actor=actor, operation=operation))
+
+
+def _agent_for_cli(ctx: click.Context, email: str) -> int:
+    from core.models import Agent
+
+    app = ctx.ensure_object(ScriptInfo).load_app()
+    with app.app_context():
+        row = db.session.execute(select(Agent.id, Agent.active).where(
+            Agent.email == email.strip().lower())).first()
+    if row is None:
+        raise click.BadParameter(f"no agent with e-mail {email!r}", param_hint="--as")
+    if not row.active:
+        raise click.BadParameter(f"the agent {email!r} is deactivated", param_hint="--as")
+    return int(row.id)
 
 
 @cli.command("serve")
-@click.option("--host", default="127.0.0.1", show_default=True)
-@click.option("--port", default=5000, show_default=True, type=int)
-def serve(host: str, port: int) -> None:
-    """Serve the API with the built-in server (use gunicorn 'core.wsgi:app' in production)."""
-    app = current_app._get_current_object()  # type: ignore[attr-defined]
+@click.option("--host", default=None,
+              help="Interface to listen on [default: 127.0.0.1; with --production "
+                   "RAPPORT_BIND, else 0.0.0.0 when PORT is set, else 127.0.0.1].")
+@click.option("--port", default=None, type=click.IntRange(1, 65535),
+              help="[default: 5000; with --production PORT or 8000]")
+@click.option("--production", is_flag=True,
+              help="Run gunicorn with core/gunicorn_conf.py: preforked workers, JSON logs, "
+                   "metrics added up across workers (needs the 'server' extra).")
+@click.option("--workers", default=None, type=click.IntRange(1, 64),
+              help="With --production: worker processes [default: RAPPORT_WORKERS or "
+                   "WEB_CONCURRENCY, else 2 x cores + 1, at most 8].")
+def serve(host: str | None, port: int | None, production: bool, workers: int | None) -> None:
+    """Serve the API: the built-in server, or gunicorn with --production."""
+    if production:
+        _exec_gunicorn(host, port, workers)
+    if workers is not None:
+        raise click.UsageError("--workers needs --production (the built-in server is one "
+                               "process).")
+    host, port = host or "127.0.0.1", port or 5000
     settings = rapport().settings
+    configure_logging({**settings.extra, "RAPPORT_ENV": settings.env})
+    app = current_app._get_current_object()  # type: ignore[attr-defined]
     if settings.is_development:
         logging.getLogger("rapport").warning(
             "DEVELOPMENT mode: requests from this machine (loopback) act as a local admin "
@@ -57,6 +199,25 @@ def serve(host: str, port: int) -> None:
             host, port)
     # Flask refuses app.run() under its CLI; serve the same way it would.
     run_simple(host, port, app, use_reloader=False, threaded=True)
+
+
+def _exec_gunicorn(host: str | None, port: int | None, workers: int | None) -> NoReturn:
+    """Replace this process with gunicorn (the app was built once here: a configuration
+    error is reported as a message before anything starts)."""
+    if importlib.util.find_spec("gunicorn") is None:
+        raise click.ClickException("gunicorn is not installed: pip install "
+                                   "\"rapport-crm[server]\"")
+    args = [sys.executable, "-m", "gunicorn", "--config", "python:core.gunicorn_conf"]
+    if host is not None or port is not None:
+        address = host or "127.0.0.1"
+        address = f"[{address}]" if ":" in address else address
+        args += ["--bind", f"{address}:{port or 8000}"]
+    env = dict(os.environ)
+    if workers is not None:
+        env["RAPPORT_WORKERS"] = str(workers)
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os.execve(sys.executable, args, env)
 
 
 @cli.group("db")
@@ -68,10 +229,24 @@ def db_group() -> None:
 @click.argument("target", default="heads")
 def db_upgrade(target: str) -> None:
     """Upgrade the database to TARGET (default: the newest revision of every branch)."""
-    from core.migrate import upgrade
+    from core.migrate import current_heads, upgrade
 
-    upgrade(current_app._get_current_object(), target)  # type: ignore[attr-defined]
-    click.echo("database is up to date")
+    app = current_app._get_current_object()  # type: ignore[attr-defined]
+    before, tables_before = current_heads(app), set(inspect(db.engine).get_table_names())
+    upgrade(app, target, progress=progress_bar)
+    after = current_heads(app)
+    created = sorted(set(inspect(db.engine).get_table_names()) - tables_before)
+    if after == before:
+        click.echo(f"database already up to date ({', '.join(sorted(after)) or 'empty'})")
+    else:
+        done = "created at" if not before else f"upgraded from {', '.join(sorted(before))} to"
+        click.echo(f"database {done} {', '.join(sorted(after))}"
+                   + (f": {len(created)} new tables" if created else ""))
+    if rapport().settings.is_development:
+        written = write_development_config(app)
+        if written:
+            click.echo(f"wrote {written}: rapport commands run from here use development "
+                       f"mode without RAPPORT_ENV (delete the file to undo)")
 
 
 @db_group.command("revision")
@@ -116,17 +291,33 @@ def _scopes(value: str) -> list[str]:
 
 
 @apikey_group.command("create")
-@click.option("--name", required=True, help="Who uses the key (an app, a partner).")
+@click.option("--service", "--name", "service", default=None, metavar="NAME",
+              help="A key for this service (an app, a partner); --name is its old spelling.")
+@click.option("--agent", "agent_email", default=None, metavar="EMAIL",
+              help="A key for this staff member: it never does more than the agent's role.")
 @click.option("--scopes", required=True,
               help="Comma list, e.g. customers:read,interactions:write (admin: everything).")
-def apikey_create(name: str, scopes: str) -> None:
+@click.option("--rate-limit", default=None, metavar="LIMIT",
+              help="Its own budget, e.g. 1000/minute or 10/second;1000/minute; 'unlimited' "
+                   "exempts it (benchmarks) [default: RAPPORT_RATE_LIMIT].")
+def apikey_create(service: str | None, agent_email: str | None, scopes: str,
+                  rate_limit: str | None) -> None:
+    """Create a key for a service (--service NAME) or an agent (--agent EMAIL)."""
     from core.auth import create_api_key
 
+    if (service is None) == (agent_email is None):
+        raise click.UsageError("Give exactly one of --service NAME and --agent EMAIL.")
     try:
-        key, secret = create_api_key(name, _scopes(scopes))
+        if agent_email is not None:
+            key, secret = create_api_key(agent_email, _scopes(scopes), agent_email=agent_email,
+                                         rate_limit=rate_limit)
+        else:
+            key, secret = create_api_key(service or "", _scopes(scopes), service=service,
+                                         rate_limit=rate_limit)
     except UserError as exc:
         raise fail(exc) from None
-    click.echo(f"created key {key.prefix} for {key.name} with scopes {', '.join(key.scopes)}")
+    owner = f"agent {agent_email}" if agent_email else f"service {key.service}"
+    click.echo(f"created key {key.prefix} for {owner} with scopes {', '.join(key.scopes)}")
     click.echo("secret (shown once, store it now):")
     click.echo(secret)
 
@@ -138,8 +329,25 @@ def apikey_list() -> None:
     for key in db.session.scalars(select(ApiKey).order_by(ApiKey.id)):
         state = f"revoked {key.revoked_at:%Y-%m-%d}" if key.revoked_at else "active"
         used = f"{key.last_used_at:%Y-%m-%d %H:%M}" if key.last_used_at else "never"
-        click.echo(f"{key.prefix}  {key.name}  [{', '.join(key.scopes)}]  {state}  "
-                   f"last used {used}")
+        owner = f"service {key.service}" if key.service else f"agent {key.name}"
+        limit = f"rate limit {key.rate_limit or 'default'}"
+        click.echo(f"{key.prefix}  {owner}  [{', '.join(key.scopes)}]  {state}  "
+                   f"last used {used}  {limit}")
+
+
+@apikey_group.command("limit")
+@click.argument("prefix")
+@click.argument("rate_limit", metavar="LIMIT")
+def apikey_limit(prefix: str, rate_limit: str) -> None:
+    """Give a key its own rate limit (1000/minute, 'unlimited'), or 'default' to go back to
+    RAPPORT_RATE_LIMIT."""
+    from core.ratelimit import set_key_rate_limit
+
+    try:
+        key = set_key_rate_limit(prefix, None if rate_limit.strip() == "default" else rate_limit)
+    except UserError as exc:
+        raise fail(exc) from None
+    click.echo(f"rate limit of {key.prefix}: {key.rate_limit or 'default'}")
 
 
 @apikey_group.command("revoke")
@@ -191,33 +399,51 @@ def _require_schema() -> None:
 
 
 def _run_import(entity: Entity, file: Path, file_format: str | None, batch_size: int,
-                rejects_path: Path | None, encoding: str) -> None:
+                rejects_path: Path | None, encoding: str, declare: bool = False) -> None:
+    """The job ``core.import_<entity>`` run here, with a progress bar."""
+    from core.jobs import ConsoleProgress, run_here
+
     _require_schema()
+    rejects = rejects_path or default_rejects_path(file)
+    progress = ConsoleProgress(f"Importing {entity}", {f"{entity}.rejects.csv": rejects})
+    parameters = {"path": str(file), "batchSize": batch_size, "encoding": encoding,
+                  **({"format": file_format} if file_format else {}),
+                  **({"declareAttributes": True} if declare else {})}
     try:
-        with open_import(entity, file, file_format=file_format, encoding=encoding,
-                         rejects_path=rejects_path) as job:
-            with click.progressbar(length=max(job.size, 1), label=f"Importing {entity}",
-                                   file=sys.stderr) as bar:
-                report = job.run(batch_size, on_progress=bar.update)
-    except ImportFileError as exc:
-        raise click.ClickException(str(exc)) from None
-    click.echo(f"imported: {report.imported}, skipped (already there): {report.skipped}, "
-               f"rejected: {report.rejected}")
-    if report.rejected:
-        click.echo(f"rejected rows and why: {report.rejects_path}")
+        report = run_here(f"core.import_{entity}", parameters, progress)
+    except UserError as exc:
+        raise click.ClickException("\n".join(e.message for e in exc.errors)) from None
+    for declared in report.get("declaredAttributes", []):
+        categories = declared.get("categories")
+        click.echo(f"declared attribute {declared['key']}: {declared['type']}"
+                   + (f" ({', '.join(categories)})" if categories else ""))
+    click.echo(f"imported: {report['imported']}, skipped (already there): {report['skipped']}, "
+               f"rejected: {report['rejected']}")
+    if report["rejected"]:
+        click.echo(f"rejected rows and why: {rejects}")
+        if not report["imported"] and not report["skipped"]:
+            # Nothing usable in the file: a script must not carry on as if it had worked.
+            raise click.ClickException("every row was rejected; nothing was imported")
 
 
 @import_group.command("customers")
 @_import_options
+@click.option("--declare-attributes", "declare", is_flag=True,
+              help="First declare the undeclared attribute columns, with types inferred "
+                   "from their values (number, boolean, date, category, text); each "
+                   "declaration is reported.")
 def import_customers_command(file: Path, file_format: str | None, batch_size: int,
-                             rejects_path: Path | None, encoding: str) -> None:
+                             rejects_path: Path | None, encoding: str, declare: bool) -> None:
     """Import customers from FILE.
 
     Columns: external_id (required), source (default: default), name, email, phone,
     birth_date, gender, education, occupation, income_band, country, region, city,
-    tags (separated by ;), lifecycle_stage, owner_id; any other column is an attribute.
+    tags (separated by ;), lifecycle_stage, owner_id, customer_since (the customer's own
+    start date, 00:00 of that day in RAPPORT_TIMEZONE), tenure_periods (renewal periods
+    completed) and period (month or year); any other column is an attribute. Exits with
+    status 1 when every row was rejected.
     """
-    _run_import("customers", file, file_format, batch_size, rejects_path, encoding)
+    _run_import("customers", file, file_format, batch_size, rejects_path, encoding, declare)
 
 
 @import_group.command("interactions")
@@ -252,6 +478,10 @@ def demo_command(count: int, seed: int | None) -> None:
     click.echo(f"demo data: {summary.customers} customers, {summary.interactions} "
                f"interactions, {summary.agents} agents, {len(summary.near_duplicates)} "
                f"customers registered twice (seed {summary.seed})")
+
+
+cli.add_command(keys_group)
+cli.add_command(audit_group)
 
 
 def main(argv: Any = None) -> None:

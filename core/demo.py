@@ -26,16 +26,18 @@ from typing import Any
 
 from sqlalchemy import insert, select
 
+from core import changes as audit
 from core.app import rapport
 from core.db import db, utcnow
 from core.errors import ErrorCode, UserError
+from core.ids import global_id
 from core.models import (
     Agent, Customer, CustomerExternalId, CustomerStatus, CustomerTag, Interaction,
     LifecycleStage,
 )
 from core.money import quantize
 from core.services import transaction
-from core.services.customers import normalise_email, normalise_name, normalise_phone
+from core.services.customers import derived_columns, normalise_phone
 
 DEMO_SOURCE = "demo"
 DEFAULT_CUSTOMERS = 200
@@ -502,10 +504,8 @@ def _insert_agents(as_of: dt.datetime) -> list[int]:
 
 
 def _insert_customers(plans: Sequence[CustomerPlan], agent_ids: Sequence[int]) -> list[int]:
-    rows = [plan.profile | {
-        "email_normalized": normalise_email(plan.profile["email"]),
-        "phone_normalized": normalise_phone(plan.profile["phone"]),
-        "name_normalized": normalise_name(plan.profile["name"]),
+    rows = [plan.profile | derived_columns(
+        plan.profile["email"], plan.profile["phone"], plan.profile["name"]) | {
         "status": CustomerStatus.ACTIVE,
         "owner_id": agent_ids[plan.owner] if plan.owner is not None else None,
         "created_at": plan.created_at, "updated_at": plan.created_at,
@@ -529,6 +529,17 @@ def _refuse_second_run() -> None:
         raise UserError.single(
             "This database already holds demo data (customers of source 'demo'); use a "
             "fresh database for another demo.", ErrorCode.CONFLICT)
+
+
+def _record_chunk(customer_ids: Sequence[int], interactions: int) -> None:
+    """One audit entry and one summarising event per chunk, like an import batch."""
+    first, last = global_id("Customer", min(customer_ids)), global_id("Customer",
+                                                                      max(customer_ids))
+    counts = {"recorded": len(customer_ids), "interactions": interactions}
+    audit.record(None, [], {**{k: [None, v] for k, v in counts.items()},
+                            "firstId": [None, first], "lastId": [None, last]},
+                 [audit.Event("customers.imported", first, {
+                     **counts, "source": DEMO_SOURCE, "firstId": first, "lastId": last})])
 
 
 def generate_demo(count: int = DEFAULT_CUSTOMERS, seed: int | None = None,
@@ -558,7 +569,9 @@ def generate_demo(count: int = DEFAULT_CUSTOMERS, seed: int | None = None,
                 agent_ids = _insert_agents(as_of)
                 summary.agents = len(agent_ids)
             ids = _insert_customers(chunk, agent_ids)
-            summary.interactions += _insert_interactions(rng, chunk, ids, agent_ids, as_of)
+            added = _insert_interactions(rng, chunk, ids, agent_ids, as_of)
+            summary.interactions += added
+            _record_chunk(ids, added)
             customers = db.session.scalars(
                 select(Customer).where(Customer.id.in_(ids)).order_by(Customer.id)).all()
             rapport().hook.rapport_demo_data(rng=rng, customers=customers, as_of=as_of)

@@ -20,6 +20,7 @@ if TYPE_CHECKING:
     import click
     from flask import Blueprint, Flask
 
+    from core.jobs import JobKind
     from core.models import Alert, Customer, Interaction
 
 PROJECT = "rapport"
@@ -160,7 +161,12 @@ def rapport_customer_erased(customer: Customer) -> dict[str, Any] | None:
 
 @hookspec
 def rapport_customer_export(customer: Customer) -> dict[str, Any] | None:
-    """Return your section of the customer's data export (JSON-serialisable), or None."""
+    """Return your section of the customer's data export (JSON-serialisable), or None.
+
+    Like every document Rapport shows: camelCase keys for the keys you define, global ids
+    (``core.ids.global_id``) for every object; keys users define (attributes, payloads,
+    answers) pass through unchanged.
+    """
 
 
 @hookspec
@@ -180,3 +186,46 @@ def rapport_interactions_recorded(interaction_ids: list[int]) -> None:
 @hookspec
 def rapport_alert_raised(alert: Alert) -> None:
     """An alert was stored by ``core.services.staff.raise_alert`` (flushed, has an id)."""
+
+
+# --- Events (the outbox; see docs/events.md) --------------------------------------------
+
+
+@hookspec
+def rapport_event_types() -> list[tuple[str, str, dict[str, Any]]] | None:
+    """Return the event types the plugin emits, as ``(type, description, payload schema)``.
+
+    ``type`` is ``domain.entity.verb`` in lower case and the past tense
+    (``complaint.filed``); the schema is a JSON Schema of the envelope's ``data``. Only
+    declared types may be written to the outbox; docs/events.md lists every one.
+    """
+
+
+@hookspec
+def rapport_events_relayed(events: list[dict[str, Any]]) -> None:
+    """Committed outbox events, oldest first and in order per aggregate, as envelopes.
+
+    Each envelope is ``{"id": "evt_...", "type", "occurredAt", "actor", "data"}``. Fires
+    in the relay's transaction, after the events were committed by the change that wrote
+    them: raising rolls the relay back and the same events come again later (consumers
+    must be idempotent on ``id``). Do not call the network here: record what to do in
+    your own tables and hand it to a job (the webhooks plugin queues deliveries).
+    """
+
+
+# --- Jobs (see core/jobs.py) -----------------------------------------------------------
+
+
+@hookspec
+def rapport_job_kinds() -> list[JobKind] | None:
+    """Return the long operations clients may start as jobs, as ``core.jobs.JobKind``s.
+
+    Each kind is named ``plugin.verb`` and carries a marshmallow schema of its parameters
+    (camelCase keys through ``data_key``), the domain whose write scope ``startJob`` needs,
+    a description, and ``function(parameters, progress)``: it gets the validated
+    parameters and a ``core.jobs.Progress``, calls ``progress(fraction, message)`` as it
+    goes (which raises ``core.jobs.Cancelled`` when the job was cancelled: let it
+    propagate), writes output files to ``progress.output_path(name)`` and returns a JSON
+    result. It runs on a worker, a server thread or in the CLI: never talk to the queue
+    library; open your own transactions (``core.services.transaction``).
+    """

@@ -27,10 +27,8 @@ from __future__ import annotations
 
 import codecs
 import csv
-import datetime as dt
 import io
 import json
-import math
 import re
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
@@ -47,8 +45,9 @@ from sqlalchemy.orm import Session, SessionTransaction
 
 from core.db import db
 from core.errors import ErrorCode, FieldError, errors_from_marshmallow
-from core.models import AttributeType, CustomerAttributeDefinition, Interaction
-from core.schemas import CustomerSchema
+from core.attributes import declared_attributes, typed_attribute, typed_attributes
+from core.models import Interaction
+from core.schemas import CustomerSchema, unstorable_text_fields
 from core.services.customers import customer_ids_by_external_id, import_customers
 from core.services.interactions import (
     BatchResult, external_key_condition, record_interactions,
@@ -309,66 +308,14 @@ def _missing_columns(columns: Sequence[str], required: Sequence[str]) -> None:
 CUSTOMER_COLUMNS = frozenset({
     "source", "external_id", "name", "email", "phone", "birth_date", "gender", "education",
     "occupation", "income_band", "country", "region", "city", "tags", "lifecycle_stage",
-    "owner_id", "attributes",
+    "owner_id", "attributes", "customer_since", "tenure_periods", "period",
 })
 CUSTOMER_REQUIRED = ("external_id",)
-_TRUE = frozenset({"true", "yes", "y", "1"})
-_FALSE = frozenset({"false", "no", "n", "0"})
-
-
-def typed_attribute(definition: CustomerAttributeDefinition, value: Any) -> Any:
-    """A declared attribute's value in its type; CSV gives every value as text.
-
-    Raises ``ValueError`` with a message for the rejects file.
-    """
-    kind = AttributeType(definition.type)
-    if kind is AttributeType.NUMBER:
-        return _number(value)
-    if kind is AttributeType.BOOLEAN:
-        if isinstance(value, bool):
-            return value
-        text = str(value).strip().lower()
-        if text in _TRUE or text in _FALSE:
-            return text in _TRUE
-        raise ValueError("true or false is expected (also yes/no, 1/0).")
-    if kind is AttributeType.DATE:
-        try:
-            return dt.date.fromisoformat(str(value).strip()).isoformat()
-        except ValueError:
-            raise ValueError("an ISO date such as 2024-05-31 is expected.") from None
-    if kind is AttributeType.CATEGORY:
-        text = str(value).strip()
-        if text not in (definition.categories or []):
-            raise ValueError(f"one of {', '.join(definition.categories or [])} is expected.")
-        return text
-    return str(value)
-
-
-def _number(value: Any) -> int | float:
-    if isinstance(value, bool):
-        raise ValueError("a number is expected.")
-    if isinstance(value, (int, float)):
-        number: int | float = value
-    else:
-        text = str(value).strip()
-        try:
-            number = int(text)
-        except ValueError:
-            try:
-                number = float(text)
-            except ValueError:
-                raise ValueError("a number is expected.") from None
-    if isinstance(number, float) and not math.isfinite(number):
-        raise ValueError("a finite number is expected.")
-    return number
-
-
 class CustomerImporter:
     """Rows become customers through ``import_customers`` (one transaction per batch)."""
 
     def __init__(self) -> None:
-        self.definitions = {d.key: d for d in
-                            db.session.scalars(select(CustomerAttributeDefinition))}
+        self.definitions = declared_attributes()
 
     def check_columns(self, columns: Sequence[str]) -> None:
         _missing_columns(columns, CUSTOMER_REQUIRED)
@@ -411,17 +358,10 @@ class CustomerImporter:
         attributes = {**(nested or {}),
                       **{key: value for key, value in values.items()
                          if key not in CUSTOMER_COLUMNS}}
-        errors: list[FieldError] = []
-        for key, value in attributes.items():
-            definition = self.definitions.get(key)
-            if definition is None:  # undeclared: kept as given, not typed
-                attributes[key] = _plain_json(value)
-                continue
-            try:
-                attributes[key] = typed_attribute(definition, _plain_json(value))
-            except ValueError as exc:
-                errors.append(FieldError(f"{definition.label}: {exc}", ErrorCode.INVALID,
-                                         f"attributes.{key}"))
+        # The service types them again (the same rule for every write path); typing here
+        # reports every bad value of the row at once, with the file's line.
+        attributes, errors = typed_attributes(
+            {key: _plain_json(value) for key, value in attributes.items()}, self.definitions)
         if attributes:
             raw["attributes"] = attributes
         return raw, errors
@@ -592,7 +532,9 @@ class ImportJob:
             on_progress: Callable[[int], None] | None = None) -> ImportReport:
         """Import every batch; ``on_progress`` receives the bytes read since its last call."""
         report = ImportReport(rejects_path=self.rejects_path)
-        position = self.reader.bytes_read
+        # From the file's start: opening read the header and, through the text buffer, up
+        # to 8 KiB more (a small file whole), which the first batch's step must count.
+        position = 0
         records = iter(self.reader)
         with self.rejects_path.open("w", newline="", encoding="utf-8") as rejects_file, \
                 _plans_for_the_growing_table():
@@ -611,11 +553,20 @@ class ImportJob:
                     now = self.reader.bytes_read
                     on_progress(now - position)
                     position = now
+        if on_progress is not None and self.size > position:
+            on_progress(self.size - position)  # blank lines after the last record: 100 %
         return report
 
     def _import_batch(self, batch: Sequence[Record]) -> BatchOutcome:
         unreadable = {r.line: [r.problem] for r in batch if r.problem is not None}
-        outcome = self.importer.import_batch([r for r in batch if r.problem is None])
+        # Before any value is looked up in the database (a customer's external id), which
+        # could not even encode it.
+        for record in batch:
+            unstorable = unstorable_text_fields(record.values) if record.problem is None else {}
+            if unstorable:
+                unreadable[record.line] = [FieldError(messages[0], ErrorCode.INVALID, column)
+                                           for column, messages in unstorable.items()]
+        outcome = self.importer.import_batch([r for r in batch if r.line not in unreadable])
         outcome.rejected |= unreadable
         return outcome
 

@@ -13,6 +13,7 @@ from alembic.util import CommandError
 from flask import Flask
 
 from core.app import rapport
+from core.crypto import Progress
 from core.db import db
 
 MIGRATIONS = os.path.join(os.path.dirname(__file__), "migrations")
@@ -47,10 +48,15 @@ def alembic_config(app: Flask, connection: Any) -> Config:
     return config
 
 
-def upgrade(app: Flask, target: str = "heads") -> None:
-    """Bring the database to the newest revision of every enabled branch."""
+def upgrade(app: Flask, target: str = "heads", progress: Progress | None = None) -> None:
+    """Bring the database to the newest revision of every enabled branch.
+
+    ``progress`` shows the batches of data migrations (the CLI passes a progress bar).
+    """
     with app.app_context(), db.engine.begin() as connection:
-        command.upgrade(alembic_config(app, connection), target)
+        config = alembic_config(app, connection)
+        config.attributes["progress"] = progress
+        command.upgrade(config, target)
 
 
 def revision(app: Flask, message: str, branch: str, autogenerate: bool,

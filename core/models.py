@@ -8,10 +8,11 @@ from decimal import Decimal
 from typing import Any
 
 from sqlalchemy import (
-    Boolean, CheckConstraint, Enum, ForeignKey, Index, String, UniqueConstraint, text,
+    BigInteger, Boolean, CheckConstraint, Enum, ForeignKey, Index, String, UniqueConstraint, text,
 )
 from sqlalchemy.orm import Mapped, mapped_column, relationship
 
+from core.crypto import EncryptedString
 from core.db import BigIntPK, JSONDocument, Money, UTCDateTime, db, utcnow
 
 
@@ -37,11 +38,12 @@ class Customer(db.Model):
 
     id: Mapped[int] = mapped_column(BigIntPK, primary_key=True, autoincrement=True)
     name: Mapped[str | None] = mapped_column(String(200))
-    email: Mapped[str | None] = mapped_column(String(320))
-    phone: Mapped[str | None] = mapped_column(String(40))
-    # Normalised copies feed duplicate detection through indexes instead of scans.
-    email_normalized: Mapped[str | None] = mapped_column(String(320), index=True)
-    phone_normalized: Mapped[str | None] = mapped_column(String(40), index=True)
+    # Encrypted at rest (core/crypto.py). Their blind indexes (HMAC of the normalised
+    # value) serve exact look-up and duplicate detection through indexes, without the values.
+    email: Mapped[str | None] = mapped_column(EncryptedString())
+    phone: Mapped[str | None] = mapped_column(EncryptedString())
+    email_blind_index: Mapped[str | None] = mapped_column(String(64), index=True)
+    phone_blind_index: Mapped[str | None] = mapped_column(String(64), index=True)
     name_normalized: Mapped[str | None] = mapped_column(String(200))
     birth_date: Mapped[dt.date | None]
     gender: Mapped[str | None] = mapped_column(String(40))
@@ -52,6 +54,12 @@ class Customer(db.Model):
     region: Mapped[str | None] = mapped_column(String(120))
     city: Mapped[str | None] = mapped_column(String(120))
     attributes: Mapped[dict[str, Any]] = mapped_column(JSONDocument, default=dict)
+    # The customer's own start (a contract's first day), when it predates the record:
+    # tenure and time-aware churn features count from it (00:00 in RAPPORT_TIMEZONE).
+    customer_since: Mapped[dt.date | None]
+    # Contractual history for the sBG model: renewal periods completed, and their length.
+    tenure_periods: Mapped[int | None]
+    period: Mapped[str | None] = mapped_column(String(10))
     lifecycle_stage: Mapped[LifecycleStage] = mapped_column(
         Enum(LifecycleStage, native_enum=False, length=20,
              values_callable=lambda e: [m.value for m in e]),
@@ -161,6 +169,16 @@ class Interaction(db.Model):
     )
 
 
+class AgentRole(enum.StrEnum):
+    """What a staff member may do; ``core.roles`` maps each role to scopes."""
+
+    ADMIN = "admin"
+    TEAM_LEADER = "team_leader"
+    ACCOUNT_MANAGER = "account_manager"
+    SERVICE_REPRESENTATIVE = "service_representative"
+    TECHNICAL_SUPPORT = "technical_support"
+
+
 class Agent(db.Model):
     """A staff member: actor, assignee, customer owner."""
 
@@ -171,6 +189,10 @@ class Agent(db.Model):
     email: Mapped[str] = mapped_column(String(320), unique=True)
     team: Mapped[str | None] = mapped_column(String(120))
     active: Mapped[bool] = mapped_column(Boolean, default=True)
+    role: Mapped[AgentRole] = mapped_column(
+        Enum(AgentRole, native_enum=False, length=40,
+             values_callable=lambda e: [m.value for m in e]),
+        default=AgentRole.SERVICE_REPRESENTATIVE, server_default="service_representative")
     created_at: Mapped[dt.datetime] = mapped_column(UTCDateTime, default=utcnow)
 
 
@@ -203,26 +225,105 @@ class Alert(db.Model):
 
 
 class ApiKey(db.Model):
-    """An API client's key. Only a SHA-256 digest of the secret is stored."""
+    """An API client's key: it belongs to an agent or to a named service, never both.
+
+    Only a SHA-256 digest of the secret is stored.
+    """
 
     __tablename__ = "api_keys"
 
     id: Mapped[int] = mapped_column(BigIntPK, primary_key=True, autoincrement=True)
     name: Mapped[str] = mapped_column(String(120))
+    agent_id: Mapped[int | None] = mapped_column(
+        ForeignKey("agents.id", ondelete="CASCADE"), index=True)
+    service: Mapped[str | None] = mapped_column(String(120))
     prefix: Mapped[str] = mapped_column(String(16), unique=True)
     secret_hash: Mapped[str] = mapped_column(String(64))
     scopes: Mapped[list[str]] = mapped_column(JSONDocument)
     created_at: Mapped[dt.datetime] = mapped_column(UTCDateTime, default=utcnow)
     last_used_at: Mapped[dt.datetime | None] = mapped_column(UTCDateTime)
     revoked_at: Mapped[dt.datetime | None] = mapped_column(UTCDateTime)
+    #: Requests allowed, e.g. "1000/minute"; "unlimited" exempts the key (benchmarks);
+    #: NULL: RAPPORT_RATE_LIMIT.
+    rate_limit: Mapped[str | None] = mapped_column(String(64))
+
+    __table_args__ = (
+        CheckConstraint("(agent_id IS NULL) <> (service IS NULL)", name="agent_or_service"),
+    )
 
     @property
     def active(self) -> bool:
         return self.revoked_at is None
 
 
+class AuditEntry(db.Model):
+    """One change: who (the actor), what (operation, objects, changes), when, in which
+    request. Append-only: nothing updates a row except erasure's redaction."""
+
+    __tablename__ = "audit_entries"
+
+    id: Mapped[int] = mapped_column(BigIntPK, primary_key=True, autoincrement=True)
+    occurred_at: Mapped[dt.datetime] = mapped_column(UTCDateTime, default=utcnow)
+    actor: Mapped[dict[str, Any]] = mapped_column(JSONDocument)
+    # Copies of the actor's agent (own or on behalf of) and service, for the filters.
+    actor_agent_id: Mapped[int | None] = mapped_column(BigInteger)
+    actor_service: Mapped[str | None] = mapped_column(String(120))
+    operation: Mapped[str] = mapped_column(String(120))
+    object_ids: Mapped[list[str]] = mapped_column(JSONDocument, default=list)
+    changes: Mapped[dict[str, Any] | None] = mapped_column(JSONDocument)
+    request_id: Mapped[str] = mapped_column(String(128))
+
+    __table_args__ = (
+        Index("ix_audit_entries_occurred_at_id", "occurred_at", "id"),
+        Index("ix_audit_entries_operation_id", "operation", "id"),
+        Index("ix_audit_entries_actor_agent_id_id", "actor_agent_id", "id"),
+        Index("ix_audit_entries_actor_service_id", "actor_service", "id"),
+    )
+
+
+class AuditObject(db.Model):
+    """An object an audit entry names: the index of the ``objectId`` filter (JSON arrays
+    are not indexable alike on both databases)."""
+
+    __tablename__ = "audit_objects"
+
+    entry_id: Mapped[int] = mapped_column(
+        ForeignKey("audit_entries.id", ondelete="CASCADE"), primary_key=True)
+    object_id: Mapped[str] = mapped_column(String(200), primary_key=True)
+
+    __table_args__ = (Index("ix_audit_objects_object_id_entry_id", "object_id", "entry_id"),)
+
+
+class OutboxEvent(db.Model):
+    """An event written in the transaction of its change; a relay delivers it later."""
+
+    __tablename__ = "outbox_events"
+
+    id: Mapped[int] = mapped_column(BigIntPK, primary_key=True, autoincrement=True)
+    event_id: Mapped[str] = mapped_column(String(40), unique=True)
+    type: Mapped[str] = mapped_column(String(120))
+    aggregate_id: Mapped[str] = mapped_column(String(200))
+    data: Mapped[dict[str, Any]] = mapped_column(JSONDocument, default=dict)
+    actor: Mapped[dict[str, Any]] = mapped_column(JSONDocument)
+    occurred_at: Mapped[dt.datetime] = mapped_column(UTCDateTime, default=utcnow)
+    delivered_at: Mapped[dt.datetime | None] = mapped_column(UTCDateTime)
+
+    __table_args__ = (
+        # The relay reads undelivered events in order; delivered ones leave the index.
+        Index("ix_outbox_events_undelivered", "id",
+              postgresql_where=text("delivered_at IS NULL"),
+              sqlite_where=text("delivered_at IS NULL")),
+        Index("ix_outbox_events_aggregate_id_id", "aggregate_id", "id"),
+    )
+
+
 __all__ = [
-    "Agent", "Alert", "AlertStatus", "ApiKey", "AttributeType", "Customer",
+    "Agent", "AgentRole", "Alert", "AlertStatus", "ApiKey", "AttributeType", "AuditEntry",
+    "AuditObject", "Customer",
     "CustomerAttributeDefinition", "CustomerExternalId", "CustomerStatus", "CustomerTag",
-    "Interaction", "LifecycleStage",
+    "Interaction", "LifecycleStage", "OutboxEvent",
 ]
+
+
+# The job system's tables (jobs, schedules, files) are declared beside these models.
+from core.job_tables import Job, JobStatus, Schedule, StoredFile  # noqa: E402,F401

@@ -7,6 +7,7 @@ entry points of installed distributions: one path for built-ins and partners ali
 from __future__ import annotations
 
 import logging
+import re
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from importlib import metadata
@@ -33,16 +34,34 @@ class PluginInfo:
     hooks: list[str] = field(default_factory=list)
 
 
+def _missing_extra(ep: metadata.EntryPoint) -> str | None:
+    """A distribution the entry point's extras require that is not installed. Plugins
+    import heavy dependencies (numpy...) on first use, so importing them proves nothing."""
+    if not ep.extras or ep.dist is None:
+        return None
+    for requirement in getattr(ep.dist, "requires", None) or []:
+        name, _, marker = requirement.partition(";")
+        if not any(f'extra == "{extra}"' in marker for extra in ep.extras):
+            continue
+        project = re.split(r"[\s\[<>=!~;(]", name.strip(), maxsplit=1)[0]
+        try:
+            metadata.distribution(project)
+        except metadata.PackageNotFoundError:
+            return project
+    return None
+
+
 def _load(ep: metadata.EntryPoint) -> tuple[Any | None, str | None, str | None]:
     """Import an entry point; on missing dependencies say what to install."""
-    try:
-        return ep.load(), None, None
-    except ImportError as exc:
-        dist = ep.dist.name if ep.dist else "rapport-crm"
-        extras = ",".join(ep.extras) or ep.name
-        missing = getattr(exc, "name", None) or str(exc)
-        hint = f'pip install "{dist}[{extras}]"'
-        return None, f"missing dependency {missing!r}", hint
+    dist = ep.dist.name if ep.dist else "rapport-crm"
+    hint = f'pip install "{dist}[{",".join(ep.extras) or ep.name}]"'
+    missing: str | None = _missing_extra(ep)
+    if missing is None:
+        try:
+            return ep.load(), None, None
+        except ImportError as exc:
+            missing = getattr(exc, "name", None) or str(exc)
+    return None, f"missing dependency {missing!r}", hint
 
 
 def _entry_points() -> list[metadata.EntryPoint]:

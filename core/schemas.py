@@ -18,7 +18,7 @@ from marshmallow import (
 )
 
 from core.db import MAX_ID, MONEY_SCALE
-from core.models import LifecycleStage
+from core.models import AgentRole, LifecycleStage
 from core.money import currency_decimals
 
 #: Clock skew tolerated for "now" timestamps sent by other machines.
@@ -27,6 +27,34 @@ _PHONE_CHARS = re.compile(r"^\+?[0-9 ().\-/]{4,30}$")
 _KEY = re.compile(r"^[A-Za-z][A-Za-z0-9_]{0,63}$")
 _KIND = re.compile(r"^[a-z][a-z0-9_]{0,39}$")
 _ID = validate.Range(min=1, max=MAX_ID, error="No such id.")
+
+#: The calendar dates are taken from (CONTRACTS "Dates"): a period's end means 00:00 of the
+#: next day and reports need the month after, which 9999-12-31 does not have.
+FIRST_DAY, LAST_DAY = dt.date(1900, 1, 1), dt.date(9998, 12, 31)
+DAY_RANGE = validate.Range(
+    FIRST_DAY, LAST_DAY,
+    error=f"Use a date from {FIRST_DAY.isoformat()} to {LAST_DAY.isoformat()}.")
+#: How deep a free-form JSON value (an interaction's payload) may nest. Real payloads are
+#: a few levels deep; an unbounded one costs recursion (a Python frame per level) wherever
+#: it is copied, validated or serialised again.
+MAX_JSON_DEPTH = 32
+_SURROGATE = re.compile("[\ud800-\udfff]")
+SURROGATE_MESSAGE = ("Text may not contain a lone surrogate (\\ud800-\\udfff): it is not "
+                     "valid Unicode and cannot be stored.")
+
+
+def has_surrogate(text: str) -> bool:
+    """Whether ``text`` holds a UTF-16 surrogate code point, which JSON's \\u escapes can
+    carry but UTF-8 (and so every database) cannot encode."""
+    return not text.isascii() and _SURROGATE.search(text) is not None
+
+
+class Day(fields.Date):
+    """A calendar date from ``FIRST_DAY`` to ``LAST_DAY``."""
+
+    def __init__(self, **kwargs: Any):
+        super().__init__(**kwargs)
+        self.validators.insert(0, DAY_RANGE)
 
 
 class UTCDateTimeField(fields.DateTime):
@@ -101,20 +129,31 @@ class Attributes(fields.Dict):
 
 
 def _finite_json(value: Any) -> None:
-    """No NaN or Infinity anywhere in a JSON document (PostgreSQL's JSONB refuses them)."""
-    stack = [value]
+    """No NaN or Infinity anywhere in a JSON document (PostgreSQL's JSONB refuses them), and
+    no nesting deeper than ``MAX_JSON_DEPTH``."""
+    stack = [(value, 1)]
     while stack:
-        item = stack.pop()
+        item, depth = stack.pop()
         if isinstance(item, float) and not math.isfinite(item):
             raise ValidationError("Numbers must be finite (no NaN or Infinity).")
+        if isinstance(item, (dict, list, tuple)) and depth > MAX_JSON_DEPTH:
+            raise ValidationError(f"Nested deeper than {MAX_JSON_DEPTH} levels.")
         if isinstance(item, dict):
-            stack.extend(item.values())
+            stack.extend((child, depth + 1) for child in item.values())
         elif isinstance(item, (list, tuple)):
-            stack.extend(item)
+            stack.extend((child, depth + 1) for child in item)
+
+
+def unstorable_text_fields(data: Any) -> dict[str, list[str]]:
+    """Top-level keys of ``data`` whose value holds text no database can store (NUL, a lone
+    surrogate), anywhere inside, with the reason: for code that must check a record before
+    any of it reaches SQL (an importer looking up references)."""
+    return _nul_fields(data)
 
 
 def _nul_fields(data: Any) -> dict[str, list[str]]:
-    """Top-level keys whose value holds text with a NUL character, anywhere inside."""
+    """Top-level keys whose value holds text with a NUL character or a lone surrogate,
+    anywhere inside."""
     found: dict[str, list[str]] = {}
     if not isinstance(data, dict):
         return found
@@ -125,6 +164,9 @@ def _nul_fields(data: Any) -> dict[str, list[str]]:
             if isinstance(item, str) and "\x00" in item:
                 found[str(key)] = ["Text may not contain the NUL character."]
                 break
+            if isinstance(item, str) and has_surrogate(item):
+                found[str(key)] = [SURROGATE_MESSAGE]
+                break
             if isinstance(item, dict):
                 stack.extend(item.keys())
                 stack.extend(item.values())
@@ -134,8 +176,9 @@ def _nul_fields(data: Any) -> dict[str, list[str]]:
 
 
 class InputSchema(Schema):
-    """Base of the input schemas: text with NUL (which PostgreSQL cannot store) is refused
-    as a field error, so an importer rejects the row instead of failing the whole run."""
+    """Base of the input schemas: text with NUL or a lone surrogate (which the databases
+    cannot store) is refused as a field error, so an importer rejects the row instead of
+    failing the whole run."""
 
     @pre_load
     def _no_nul(self, data: Any, **kwargs: Any) -> Any:
@@ -150,6 +193,18 @@ def _not_future_date(value: dt.date) -> None:
         raise ValidationError("Birth date cannot be in the future.")
     if value < dt.date(1900, 1, 1):
         raise ValidationError("Birth date before 1900 is not plausible.")
+
+
+#: Lengths of a contract's renewal period (the sBG model of the churn plugin).
+RENEWAL_PERIODS = ("month", "year")
+
+
+def _plausible_start(value: dt.date) -> None:
+    # CONTRACTS "Dates": before 1900 is a typed error; a start after today is a mistake.
+    if value < dt.date(1900, 1, 1):
+        raise ValidationError("Dates before 1900-01-01 are not accepted.")
+    if value > dt.date.today() + dt.timedelta(days=1):
+        raise ValidationError("A customer's start date cannot be in the future.")
 
 
 class CustomerSchema(InputSchema):
@@ -171,6 +226,9 @@ class CustomerSchema(InputSchema):
         allow_none=True)
     region = fields.String(validate=validate.Length(1, 120), allow_none=True)
     city = fields.String(validate=validate.Length(1, 120), allow_none=True)
+    customer_since = fields.Date(validate=_plausible_start, allow_none=True)
+    tenure_periods = fields.Integer(validate=validate.Range(0, 100_000), allow_none=True)
+    period = fields.String(validate=validate.OneOf(RENEWAL_PERIODS), allow_none=True)
     tags = Tags()
     attributes = Attributes(keys=fields.String())
     lifecycle_stage = fields.Enum(LifecycleStage, by_value=True)
@@ -190,6 +248,15 @@ class CustomerSchema(InputSchema):
     def _normalise(self, data: dict[str, Any], **kwargs: Any) -> dict[str, Any]:
         if data.get("country"):
             data["country"] = data["country"].upper()
+        return data
+
+    @pre_load
+    def _period_case(self, data: Any, **kwargs: Any) -> Any:
+        # Exports write "Month", "MONTHLY" or "yearly"; the stored vocabulary is month|year.
+        if isinstance(data, dict) and isinstance(data.get("period"), str):
+            value = data["period"].strip().lower()
+            data = {**data, "period": {"monthly": "month", "yearly": "year",
+                                       "annual": "year"}.get(value, value) or None}
         return data
 
     @validates_schema
@@ -279,6 +346,8 @@ class AgentSchema(InputSchema):
     name = fields.String(required=True, validate=validate.Length(1, 200))
     email = fields.Email(required=True, validate=validate.Length(max=320))
     team = fields.String(validate=validate.Length(1, 120), allow_none=True)
+    role = fields.String(validate=validate.OneOf([r.value for r in AgentRole]),
+                         load_default=AgentRole.SERVICE_REPRESENTATIVE.value)
 
 
 class AttributeDefinitionSchema(InputSchema):
@@ -327,6 +396,11 @@ class CustomerFilterSchema(InputSchema):
         unknown = RAISE
 
     search = fields.String(validate=validate.Length(1, 200))
+    # Exact matches through the blind indexes: e-mail and phone are encrypted at rest, so
+    # no substring search can reach them.
+    email = fields.String(validate=validate.Length(1, 320))
+    phone = Phone(validate=validate.Regexp(
+        r"^\D*(\d\D*){6,}$", error="Give at least 6 digits: shorter numbers are not indexed."))
     country = fields.List(fields.String(validate=validate.Length(2, 2)))
     region = fields.List(fields.String())
     city = fields.List(fields.String())
@@ -339,8 +413,8 @@ class CustomerFilterSchema(InputSchema):
     tags_any = fields.List(fields.String())
     tags_all = fields.List(fields.String())
     attributes = fields.List(fields.Dict(keys=fields.String()))
-    born_after = fields.Date()
-    born_before = fields.Date()
+    born_after = Day()
+    born_before = Day()
     created_after = UTCDateTimeField()
     created_before = UTCDateTimeField()
     last_purchase_after = UTCDateTimeField()

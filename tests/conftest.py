@@ -11,6 +11,7 @@ import threading
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from typing import Any
+from urllib.parse import urlsplit, urlunsplit
 
 import pytest
 from flask import Flask
@@ -19,8 +20,56 @@ from sqlalchemy import create_engine, event, text
 from core import create_app
 from core.db import db, tables_for_plugins
 
-PG_URL = os.environ.get("RAPPORT_TEST_DATABASE_URL", "")
+#: pytest-xdist runs the suite in several processes ("gw0", "gw1", ...). Each gets its own
+#: PostgreSQL database and its own Redis database, so no two processes share state (the
+#: fixtures TRUNCATE between tests; queue tests start worker processes on the broker).
+XDIST_WORKER = os.environ.get("PYTEST_XDIST_WORKER", "")
+
+
+def _worker_database(url: str) -> str:
+    if not url or not XDIST_WORKER:
+        return url
+    parts = urlsplit(url)
+    return urlunsplit(parts._replace(path=f"/{parts.path.lstrip('/')}_{XDIST_WORKER}"))
+
+
+def _worker_redis(url: str) -> str:
+    """Redis database ``base - n`` (modulo the 16 databases) for worker ``gw<n>``."""
+    if not url.startswith(("redis://", "rediss://")) or not XDIST_WORKER:
+        return url
+    parts = urlsplit(url)
+    base = int(parts.path.lstrip("/") or 0)
+    index = int(XDIST_WORKER.removeprefix("gw"))
+    return urlunsplit(parts._replace(path=f"/{(base - index) % 16}"))
+
+
+BASE_PG_URL = os.environ.get("RAPPORT_TEST_DATABASE_URL", "")
+PG_URL = _worker_database(BASE_PG_URL)
 REQUIRE_PG = os.environ.get("RAPPORT_REQUIRE_POSTGRES") == "1"
+# Set before any test module reads them (this file is imported first).
+for _name in ("RAPPORT_TEST_BROKER_URL", "RAPPORT_TEST_REDIS_URL"):
+    if os.environ.get(_name):
+        os.environ[_name] = _worker_redis(os.environ[_name])
+
+
+def _admin_engine() -> Any:
+    return create_engine(BASE_PG_URL.replace("postgresql://", "postgresql+psycopg://", 1),
+                         isolation_level="AUTOCOMMIT")
+
+
+def _worker_database_name() -> str:
+    return urlsplit(PG_URL).path.lstrip("/")
+
+
+def _create_worker_database() -> None:
+    engine = _admin_engine()
+    try:
+        with engine.connect() as conn:
+            name = _worker_database_name()
+            conn.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+            conn.execute(text(f'CREATE DATABASE "{name}"'))
+    finally:
+        engine.dispose()
 
 
 def _postgres_reachable() -> str | None:
@@ -41,9 +90,25 @@ _PG_PROBLEM: str | None = None
 
 def pytest_configure(config: pytest.Config) -> None:
     global _PG_PROBLEM
-    _PG_PROBLEM = _postgres_reachable()
+    if XDIST_WORKER and BASE_PG_URL:
+        try:
+            _create_worker_database()
+        except Exception as exc:  # noqa: BLE001 - reported as "unreachable" below
+            _PG_PROBLEM = f"cannot create this worker's database: {exc}"
+    _PG_PROBLEM = _PG_PROBLEM or _postgres_reachable()
     if _PG_PROBLEM and REQUIRE_PG:
         raise pytest.UsageError(f"RAPPORT_REQUIRE_POSTGRES=1 but {_PG_PROBLEM}")
+
+
+def pytest_unconfigure(config: pytest.Config) -> None:
+    if XDIST_WORKER and BASE_PG_URL and not _PG_PROBLEM:
+        engine = _admin_engine()
+        try:
+            with engine.connect() as conn:
+                conn.execute(text(
+                    f'DROP DATABASE IF EXISTS "{_worker_database_name()}" WITH (FORCE)'))
+        finally:
+            engine.dispose()
 
 
 @pytest.fixture(params=["sqlite", "postgresql"])

@@ -18,6 +18,7 @@ import graphene
 import pytest
 from flask import Flask
 from graphene import relay
+from sqlalchemy import text
 from werkzeug.test import TestResponse
 
 import api.hookspecs
@@ -25,6 +26,8 @@ import core.hookspecs
 from api import scoped
 from core import hookimpl
 from core.app import rapport
+from core.db import db
+from core.timeouts import statement_timeout
 from tests.conftest import AppFactory, GraphQL, admin_token
 
 DOCS = Path(__file__).resolve().parents[1] / "docs"
@@ -104,8 +107,26 @@ class Crashing:
         def resolve(root: Any, info: Any) -> str:
             raise RuntimeError("connection string with a password")
 
+        def slow(root: Any, info: Any) -> int:
+            return int(db.session.execute(SLOW_STATEMENTS[db.engine.dialect.name]).scalar_one())
+
         return {"crash": scoped(graphene.Field(graphene.String, resolver=resolve),
-                                "customers:read")}
+                                "customers:read"),
+                "slow": scoped(graphene.Field(graphene.Int, resolver=slow), "customers:read")}
+
+
+#: Statements that run for seconds: the STATEMENT_TIMEOUT example (with a 100 ms limit).
+SLOW_STATEMENTS = {
+    "postgresql": text("SELECT 1 FROM pg_sleep(5)"),
+    "sqlite": text("WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM n "
+                   "WHERE i < 100000000) SELECT count(*) FROM n"),
+}
+
+
+def _with_statement_timeout(milliseconds: int, probe: Callable[[], TestResponse]
+                            ) -> TestResponse:
+    with statement_timeout(milliseconds):
+        return probe()
 
 
 Probe = Callable[[Flask, GraphQL, GraphQL, str], TestResponse]
@@ -124,7 +145,7 @@ PROBES: dict[tuple[str, int], Probe] = {
         "{ customers { nope } }"),
     ("QUERY_TOO_COMPLEX", 400): lambda app, admin, reader, cid: admin.raw(
         "{ customers(first: 100) { edges { node { interactions(first: 100) { edges { node {"
-        " customer { interactions(first: 100) { totalCount } } } } } } } } }"),
+        " customer { interactions(first: 100) { edges { node { kind } } } } } } } } } } }"),
     ("BAD_USER_INPUT", 200): lambda app, admin, reader, cid: admin.raw(
         '{ node(id: "not-a-global-id") { id } }'),
     ("INTERNAL_SERVER_ERROR", 200): lambda app, admin, reader, cid: admin.raw(
@@ -134,7 +155,38 @@ PROBES: dict[tuple[str, int], Probe] = {
         headers={"Authorization": f"Bearer {admin.token}"}),
     ("METHOD_NOT_ALLOWED", 405): lambda app, admin, reader, cid: app.test_client().get(
         "/graphql"),
+    ("BAD_USER_INPUT", 400): lambda app, admin, reader, cid: admin.raw(
+        "query($f: CustomerFilterInput) { customers(filter: $f) { totalCount } }",
+        {"f": {"city": ["Oslo"] * 1_001}}),
+    ("RATE_LIMITED", 429): lambda app, admin, reader, cid: _over_the_rate_limit(app),
+    ("PAYLOAD_TOO_LARGE", 413): lambda app, admin, reader, cid: admin.raw(
+        "{ plugins { name } }" + " " * 1_048_576),
+    ("STATEMENT_TIMEOUT", 200): lambda app, admin, reader, cid: _with_statement_timeout(
+        100, lambda: admin.raw("{ slow }")),
+    # Last: it leaves the customer unreadable.
+    ("DECRYPTION_FAILED", 200): lambda app, admin, reader, cid: _undecryptable(app, admin,
+                                                                               cid),
 }
+
+
+def _over_the_rate_limit(app: Flask) -> TestResponse:
+    from core.auth import create_api_key
+
+    with app.app_context():
+        _, secret = create_api_key("hasty", ["admin"], rate_limit="1/minute")
+    limited = GraphQL(app, secret)
+    limited.raw("{ plugins { name } }")
+    return limited.raw("{ plugins { name } }")
+
+
+def _undecryptable(app: Flask, admin: GraphQL, customer_id: str) -> TestResponse:
+    """The customer's e-mail rewritten under a key the app does not have."""
+    from cryptography.fernet import Fernet
+
+    foreign = Fernet(Fernet.generate_key()).encrypt(b"ada@example.com").decode("ascii")
+    with app.app_context(), db.engine.begin() as conn:
+        conn.execute(text("UPDATE customers SET email = :token"), {"token": foreign})
+    return admin.raw("query($id: ID!) { customer(id: $id) { name } }", {"id": customer_id})
 
 
 def _documented_codes() -> set[tuple[str, int]]:

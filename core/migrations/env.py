@@ -6,6 +6,7 @@ from typing import Any
 
 from alembic import context
 
+from core.crypto import EncryptedString
 from core.db import Money, UTCDateTime, db
 from core.migrate import table_filter
 
@@ -14,10 +15,10 @@ enabled: set[str] = config.attributes["enabled_plugins"]
 
 
 def render_item(type_: str, obj: Any, autogen_context: Any) -> str | bool:
-    """Render our column types as plain names imported from ``core.db``."""
-    if type_ == "type" and isinstance(obj, (Money, UTCDateTime)):
+    """Render our column types as plain names imported from ``core.db`` / ``core.crypto``."""
+    if type_ == "type" and isinstance(obj, (Money, UTCDateTime, EncryptedString)):
         name = type(obj).__name__
-        autogen_context.imports.add(f"from core.db import {name}")
+        autogen_context.imports.add(f"from {type(obj).__module__} import {name}")
         return f"{name}()"
     return False
 

@@ -7,7 +7,7 @@ import difflib
 import re
 import unicodedata
 from collections import defaultdict
-from collections.abc import Collection, Mapping, Sequence
+from collections.abc import Callable, Collection, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -16,9 +16,13 @@ from sqlalchemy import delete, func, insert, literal_column, select, update
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 
+from core import changes as audit
 from core.app import rapport
+from core.attributes import declared_attributes, typed_attributes
+from core.crypto import blind_index
 from core.db import db, utcnow
-from core.errors import ErrorCode, FieldError, UserError, errors_from_marshmallow
+from core.errors import ErrorCode, FieldError, UserError, camel, errors_from_marshmallow
+from core.ids import global_id, shown_id
 from core.models import (
     Agent, Customer, CustomerExternalId, CustomerStatus, CustomerTag, Interaction,
     LifecycleStage,
@@ -27,11 +31,12 @@ from core.money import quantize
 from core.plugins import call_each
 from core.schemas import CustomerSchema
 from core.services import load, not_found, transaction
-from core.services.interactions import BatchResult, external_key_condition
+from core.services.interactions import BatchResult, external_key_condition, record_batch
 
 _PROFILE_FIELDS = (
     "name", "email", "phone", "birth_date", "gender", "education", "occupation", "income_band",
     "country", "region", "city", "lifecycle_stage", "owner_id",
+    "customer_since", "tenure_periods", "period",
 )
 
 
@@ -54,6 +59,25 @@ def normalise_name(name: str | None) -> str | None:
     return " ".join(ascii_name.lower().split())
 
 
+def email_blind_index(email: str | None) -> str | None:
+    """What ``Customer.email_blind_index`` holds for ``email``: equal for equal addresses
+    whatever their case or surrounding blanks."""
+    return blind_index("email", normalise_email(email))
+
+
+def phone_blind_index(phone: str | None) -> str | None:
+    """What ``Customer.phone_blind_index`` holds for ``phone`` (its last ten digits)."""
+    return blind_index("phone", normalise_phone(phone))
+
+
+def derived_columns(email: str | None, phone: str | None, name: str | None
+                    ) -> dict[str, str | None]:
+    """The look-up columns kept next to a customer's profile, for bulk inserts."""
+    return {"email_blind_index": email_blind_index(email),
+            "phone_blind_index": phone_blind_index(phone),
+            "name_normalized": normalise_name(name)}
+
+
 def _apply_profile(customer: Customer, data: Mapping[str, Any]) -> dict[str, tuple[Any, Any]]:
     changes: dict[str, tuple[Any, Any]] = {}
     for key in _PROFILE_FIELDS:
@@ -66,15 +90,15 @@ def _apply_profile(customer: Customer, data: Mapping[str, Any]) -> dict[str, tup
         if merged != (customer.attributes or {}):
             changes["attributes"] = (customer.attributes, merged)
             customer.attributes = merged
-    customer.email_normalized = normalise_email(customer.email)
-    customer.phone_normalized = normalise_phone(customer.phone)
-    customer.name_normalized = normalise_name(customer.name)
+    for key, value in derived_columns(customer.email, customer.phone, customer.name).items():
+        setattr(customer, key, value)
     return changes
 
 
 def _check_owner(owner_id: int | None) -> None:
     if owner_id is not None and db.session.get(Agent, owner_id) is None:
-        raise UserError.single(f"No agent with id {owner_id}.", ErrorCode.NOT_FOUND, "ownerId")
+        raise UserError.single(f"No agent with id {shown_id('Agent', owner_id)}.",
+                               ErrorCode.NOT_FOUND, "ownerId")
 
 
 def _set_tags(customer: Customer, tags: Sequence[str]) -> None:
@@ -103,7 +127,7 @@ def _add_external_id(customer: Customer, source: str, external_id: str) -> None:
     if owner != customer.id:
         raise UserError.single(
             f"External id {external_id!r} of source {source!r} already belongs to customer "
-            f"{owner}.", ErrorCode.UNIQUE, "externalId")
+            f"{shown_id('Customer', owner)}.", ErrorCode.UNIQUE, "externalId")
 
 
 def tags_of(customer_ids: Sequence[int]) -> dict[int, list[str]]:
@@ -115,27 +139,48 @@ def tags_of(customer_ids: Sequence[int]) -> dict[int, list[str]]:
     return result
 
 
+def _with_typed_attributes(data: dict[str, Any]) -> dict[str, Any]:
+    """``data`` with its declared attributes typed; a UserError naming each bad value."""
+    if data.get("attributes"):
+        data["attributes"], errors = typed_attributes(data["attributes"])
+        if errors:
+            raise UserError(errors)
+    return data
+
+
 def create_customer(raw: Mapping[str, Any]) -> Customer:
     data = load(CustomerSchema(), raw)
     with transaction():
+        _with_typed_attributes(data)
         _check_owner(data.get("owner_id"))
         customer = Customer(attributes={})
-        _apply_profile(customer, data)
+        profile = _apply_profile(customer, data)
         db.session.add(customer)
         db.session.flush()
         if data.get("external_id"):
             _add_external_id(customer, data.get("source") or "default", data["external_id"])
+            profile["external_id"] = (None, data["external_id"])
         if data.get("tags"):
             _set_tags(customer, data["tags"])
+            profile["tags"] = (None, data["tags"])
         db.session.flush()
         rapport().hook.rapport_customer_created(customer=customer)
+        gid = global_id("Customer", customer.id)
+        audit.record(None, [gid], _audited(profile), [audit.Event(
+            "customer.created", gid, {"customerId": gid, "status": customer.status.value,
+                                      "source": data.get("source") if data.get("external_id")
+                                      else None})])
     return customer
+
+
+def _audited(changed: Mapping[str, Sequence[Any]]) -> dict[str, list[Any]]:
+    return audit.camel_changes(changed, {"owner_id": "Agent"})
 
 
 def get_customer(customer_id: int, field: str = "id") -> Customer:
     customer = db.session.get(Customer, customer_id)
     if customer is None:
-        raise not_found("customer", customer_id, field)
+        raise not_found("customer", customer_id, field, type_name="Customer")
     return customer
 
 
@@ -159,6 +204,7 @@ def find_by_external_id(source: str, external_id: str) -> Customer | None:
 def update_customer(customer_id: int, raw: Mapping[str, Any]) -> Customer:
     data = load(CustomerSchema(), raw, partial=True)
     with transaction():
+        _with_typed_attributes(data)
         customer = get_customer(customer_id)
         if customer.status == CustomerStatus.ERASED:
             raise UserError.single("An erased customer cannot be changed.",
@@ -177,14 +223,22 @@ def update_customer(customer_id: int, raw: Mapping[str, Any]) -> Customer:
         db.session.flush()
         if changes:
             rapport().hook.rapport_customer_updated(customer=customer, changes=changes)
+        gid = global_id("Customer", customer.id)
+        audit.record(None, [gid], _audited(changes), [audit.Event(
+            "customer.updated", gid, {"customerId": gid, "changedFields": sorted(
+                _audited(changes))})] if changes else [])
     return customer
 
 
 def set_customer_status(customer_id: int, status: CustomerStatus) -> Customer:
     """The one way to move a customer between active and churned (erasure has its own)."""
     with transaction():
-        get_customer(customer_id)
-        change_customer_statuses([customer_id], status)
+        before = get_customer(customer_id).status
+        if change_customer_statuses([customer_id], status):
+            gid = global_id("Customer", customer_id)
+            audit.record(None, [gid], {"status": [before, status]}, [audit.Event(
+                "customer.updated", gid, {"customerId": gid, "changedFields": ["status"],
+                                          "status": status.value})])
     return get_customer(customer_id)
 
 
@@ -241,6 +295,7 @@ def import_customers(raws: Sequence[Mapping[str, Any]]) -> BatchResult:
             ids = _insert_customers([data for _, data in valid])
             result.recorded_ids = {index: new_id for (index, _), new_id in zip(valid, ids)}
             rapport().hook.rapport_customers_imported(customer_ids=ids)
+        record_batch("customers.imported", "Customer", result)
     result.errors = [e.prefixed(str(index)) for index in sorted(result.rejected)
                      for e in result.rejected[index]]
     return result
@@ -249,6 +304,7 @@ def import_customers(raws: Sequence[Mapping[str, Any]]) -> BatchResult:
 def _validated_for_import(raws: Sequence[Mapping[str, Any]], result: BatchResult
                           ) -> list[tuple[int, dict[str, Any]]]:
     schema = CustomerSchema()
+    definitions = declared_attributes()
     valid: list[tuple[int, dict[str, Any]]] = []
     for index, raw in enumerate(raws):
         try:
@@ -261,6 +317,11 @@ def _validated_for_import(raws: Sequence[Mapping[str, Any]], result: BatchResult
                 "An imported customer needs an external id: a re-run recognises it by it.",
                 ErrorCode.REQUIRED, "externalId")]
             continue
+        if data.get("attributes"):
+            data["attributes"], errors = typed_attributes(data["attributes"], definitions)
+            if errors:
+                result.rejected[index] = errors
+                continue
         data["source"] = data.get("source") or "default"
         valid.append((index, data))
     return valid
@@ -311,9 +372,7 @@ def _insert_customers(items: Sequence[Mapping[str, Any]]) -> list[int]:
         "lifecycle_stage": data.get("lifecycle_stage") or LifecycleStage.CUSTOMER,
         "status": CustomerStatus.ACTIVE,
         "attributes": data.get("attributes") or {},
-        "email_normalized": normalise_email(data.get("email")),
-        "phone_normalized": normalise_phone(data.get("phone")),
-        "name_normalized": normalise_name(data.get("name")),
+        **derived_columns(data.get("email"), data.get("phone"), data.get("name")),
         "created_at": now, "updated_at": now,
     } for data in items]
     # render_nulls: without it the ORM starts another INSERT whenever the next row's set
@@ -344,14 +403,15 @@ class DuplicateGroup:
 def find_duplicates(limit: int = 50, name_similarity: float = 0.88) -> list[DuplicateGroup]:
     """Suggest groups of customers that are probably the same person.
 
-    Same normalised e-mail or phone are found by SQL GROUP BY on indexed columns; similar
-    names are compared only within one city and the same first letter (a blocking key),
-    so the cost stays proportional to the block sizes, not to n squared.
+    Same normalised e-mail or phone are found by SQL GROUP BY on their indexed blind
+    indexes (the values themselves are encrypted); similar names are compared only within
+    one city and the same first letter (a blocking key), so the cost stays proportional to
+    the block sizes, not to n squared.
     """
     groups: list[DuplicateGroup] = []
     live = Customer.status != CustomerStatus.ERASED
-    for column, reason in ((Customer.email_normalized, "email"),
-                           (Customer.phone_normalized, "phone")):
+    for column, reason in ((Customer.email_blind_index, "email"),
+                           (Customer.phone_blind_index, "phone")):
         stmt = (select(column).where(column.is_not(None), live).group_by(column)
                 .having(func.count() > 1).order_by(column).limit(limit))
         keys = db.session.scalars(stmt).all()
@@ -383,6 +443,8 @@ def find_duplicates(limit: int = 50, name_similarity: float = 0.88) -> list[Dupl
                 if ratio >= name_similarity and pair not in already:
                     already.add(pair)
                     groups.append(DuplicateGroup([id_a, id_b], "name_city", round(ratio, 3)))
+    # The likeliest first; equal scores in a stable order (the lowest customer id first).
+    groups.sort(key=lambda g: (-g.score, min(g.customer_ids)))
     return groups[:limit]
 
 
@@ -397,16 +459,18 @@ def merge_customers(survivor_id: int, merged_ids: Sequence[int]) -> Customer:
         merged = db.session.scalars(select(Customer).where(Customer.id.in_(others))).all()
         missing = set(others) - {c.id for c in merged}
         if missing:
-            raise not_found("customer", ", ".join(map(str, sorted(missing))), "mergedIds")
+            raise not_found("customer", ", ".join(shown_id("Customer", c)
+                                                  for c in sorted(missing)), "mergedIds")
         for customer in [survivor, *merged]:
             if customer.status == CustomerStatus.ERASED:
                 raise UserError.single(f"Customer {customer.id} is erased and cannot be merged.",
                                        ErrorCode.NOT_ALLOWED, "mergedIds")
         # The survivor keeps its own values; gaps are filled from the merged records.
+        filled: dict[str, tuple[Any, Any]] = {}
         for customer in merged:
             gaps = {k: getattr(customer, k) for k in _PROFILE_FIELDS
                     if getattr(survivor, k) is None and getattr(customer, k) is not None}
-            _apply_profile(survivor, gaps)
+            filled.update(_apply_profile(survivor, gaps))
             survivor.attributes = {**(customer.attributes or {}), **(survivor.attributes or {})}
         tags = set(tags_of([survivor.id, *others]).get(survivor.id, []))
         for values in tags_of(others).values():
@@ -422,6 +486,10 @@ def merge_customers(survivor_id: int, merged_ids: Sequence[int]) -> Customer:
         rapport().hook.rapport_customers_merged(survivor=survivor, merged_ids=others)
         db.session.execute(delete(Customer).where(Customer.id.in_(others)))
         db.session.expire_all()
+        gid = global_id("Customer", survivor_id)
+        merged_gids = [global_id("Customer", c) for c in others]
+        audit.record(None, [gid, *merged_gids], _audited(filled) or None, [audit.Event(
+            "customer.merged", gid, {"customerId": gid, "mergedIds": merged_gids})])
     return get_customer(survivor_id)
 
 
@@ -461,50 +529,90 @@ def erase_customer(customer_id: int) -> ErasureResult:
         for plugin, report in call_each(rapport().hook.rapport_customer_erased,
                                         customer=customer):
             reports[plugin] = report
+        gid = global_id("Customer", customer.id)
+        reports["core"]["audit_entries_redacted"] = audit.redact(gid)
+        # The erasure's own entry names the fields cleared, never their values.
+        audit.record(None, [gid], {camel(k): [audit.REDACTED, None] for k in sorted(cleared)},
+                     [audit.Event("customer.erased", gid, {"customerId": gid})])
     return ErasureResult(customer, reports)
 
 
-def export_customer(customer_id: int) -> dict[str, Any]:
-    """Everything Rapport holds about a customer, as one JSON-serialisable document."""
+def _plugin_domains() -> dict[str, set[str]]:
+    """Each plugin's domains: those of the read scopes it registers."""
+    return {plugin: {scope.partition(":")[0] for scope, _ in scopes if scope.endswith(":read")}
+            for plugin, scopes in call_each(rapport().hook.rapport_register_scopes)}
+
+
+def export_customer(customer_id: int, may_read: Callable[[str], bool] | None = None
+                    ) -> dict[str, Any]:
+    """What Rapport holds about a customer, as one JSON-serialisable document.
+
+    ``may_read(domain)`` tells which sections the caller may read (None: all of them):
+    ``customer`` (domain customers), ``interactions`` (interactions) and each plugin's
+    section under ``plugins`` (the domains of the read scopes the plugin registers; all
+    of them are needed). ``omitted`` lists the sections left out.
+    """
+    readable = may_read or (lambda domain: True)
     customer = get_customer(customer_id)
-    external = db.session.execute(select(CustomerExternalId.source, CustomerExternalId.external_id)
-                                  .where(CustomerExternalId.customer_id == customer.id)).all()
-    interactions = db.session.scalars(select(Interaction).where(
-        Interaction.customer_id == customer.id).order_by(Interaction.occurred_at,
-                                                         Interaction.id)).all()
 
     def iso(value: Any) -> Any:
         return value.isoformat() if isinstance(value, (dt.date, dt.datetime)) else value
 
-    document: dict[str, Any] = {
-        "customer": {
-            "id": customer.id,
-            **{k: iso(getattr(customer, k)) for k in _PROFILE_FIELDS if k != "lifecycle_stage"},
-            "lifecycle_stage": customer.lifecycle_stage.value,
+    document: dict[str, Any] = {}
+    omitted: list[str] = []
+    if not readable("customers"):
+        omitted.append("customer")
+    else:
+        external = db.session.execute(select(
+            CustomerExternalId.source, CustomerExternalId.external_id).where(
+            CustomerExternalId.customer_id == customer.id)).all()
+        # camelCase keys and global ids, as GraphQL shows them; attributes pass unchanged.
+        document["customer"] = {
+            "id": global_id("Customer", customer.id),
+            **{camel(k): iso(getattr(customer, k)) for k in _PROFILE_FIELDS
+               if k not in ("lifecycle_stage", "owner_id")},
+            "ownerId": shown_id("Agent", customer.owner_id) if customer.owner_id else None,
+            "lifecycleStage": customer.lifecycle_stage.value,
             "status": customer.status.value,
             "attributes": customer.attributes,
             "tags": tags_of([customer.id]).get(customer.id, []),
-            "external_ids": [{"source": s, "external_id": e} for s, e in external],
-            "created_at": iso(customer.created_at),
-            "updated_at": iso(customer.updated_at),
-        },
-        "interactions": [{
-            "id": i.id, "kind": i.kind, "channel": i.channel, "occurred_at": iso(i.occurred_at),
-            "amount": None if i.amount is None else str(quantize(i.amount, i.currency or "")), "currency": i.currency,
-            "payload": i.payload, "source": i.source, "external_id": i.external_id,
-            "refers_to_id": i.refers_to_id,
-        } for i in interactions],
-        "exported_at": utcnow().isoformat(),
-    }
+            "externalIds": [{"source": s, "externalId": e} for s, e in external],
+            "createdAt": iso(customer.created_at),
+            "updatedAt": iso(customer.updated_at),
+        }
+    if not readable("interactions"):
+        omitted.append("interactions")
+    else:
+        interactions = db.session.scalars(select(Interaction).where(
+            Interaction.customer_id == customer.id).order_by(Interaction.occurred_at,
+                                                             Interaction.id)).all()
+        document["interactions"] = [{
+            "id": global_id("Interaction", i.id), "kind": i.kind, "channel": i.channel,
+            "occurredAt": iso(i.occurred_at),
+            "amount": None if i.amount is None else str(quantize(i.amount, i.currency or "")),
+            "currency": i.currency, "payload": i.payload, "source": i.source,
+            "externalId": i.external_id,
+            "refersToId": None if i.refers_to_id is None
+            else global_id("Interaction", i.refers_to_id),
+        } for i in interactions]
+    document["exportedAt"] = utcnow().isoformat()
+    domains = _plugin_domains() if may_read is not None else {}
     for plugin, section in call_each(rapport().hook.rapport_customer_export, customer=customer):
+        if may_read is not None and not (domains.get(plugin) and all(
+                may_read(d) for d in domains[plugin])):
+            omitted.append(f"plugins.{plugin}")
+            continue
         document.setdefault("plugins", {})[plugin] = section
+    if omitted:
+        document["omitted"] = omitted
     return document
 
 
 __all__ = [
     "DuplicateGroup", "ErasureResult", "create_customer", "customer_ids_by_external_id",
     "erase_customer", "export_customer", "find_by_external_id", "find_duplicates",
-    "change_customer_statuses", "get_customer", "import_customers", "merge_customers",
+    "change_customer_statuses", "derived_columns", "email_blind_index", "get_customer",
+    "import_customers", "merge_customers", "phone_blind_index",
     "set_customer_status",
     "update_customer",
 ]

@@ -16,9 +16,11 @@ from sqlalchemy import (
 from sqlalchemy.dialects.postgresql import JSONB
 from sqlalchemy.orm import QueryableAttribute
 
+from core import changes as audit
 from core.app import rapport
 from core.db import Money, db, utcnow
 from core.errors import ErrorCode, FieldError, UserError, errors_from_marshmallow
+from core.ids import global_id, shown_id
 from core.models import Customer, CustomerStatus, Interaction
 from core.schemas import InteractionSchema
 from core.services import load, transaction
@@ -52,6 +54,13 @@ def record_interaction(raw: Mapping[str, Any]) -> Interaction:
         db.session.add(interaction)
         db.session.flush()
         rapport().hook.rapport_interaction_recorded(interaction=interaction)
+        gid = global_id("Interaction", interaction.id)
+        customer = global_id("Customer", interaction.customer_id)
+        audit.record(None, [gid, customer], None, [audit.Event(
+            "interaction.recorded", gid, {
+                "interactionId": gid, "customerId": customer, "kind": interaction.kind,
+                "occurredAt": interaction.occurred_at,
+                "amount": interaction.amount, "currency": interaction.currency})])
     return interaction
 
 
@@ -68,7 +77,8 @@ def _reference_errors(rows: Sequence[Mapping[str, Any]]) -> list[tuple[int, list
         errors: list[FieldError] = []
         status = customers.get(row["customer_id"])
         if status is None:
-            errors.append(FieldError(f"No customer with id {row['customer_id']}.",
+            shown = shown_id("Customer", row["customer_id"])
+            errors.append(FieldError(f"No customer with id {shown}.",
                                      ErrorCode.NOT_FOUND, "customerId"))
         elif status == CustomerStatus.ERASED:
             errors.append(FieldError("The customer is erased; nothing can be recorded for it.",
@@ -76,7 +86,8 @@ def _reference_errors(rows: Sequence[Mapping[str, Any]]) -> list[tuple[int, list
         ref = row.get("refers_to_id")
         if ref is not None:
             if ref not in referred:
-                errors.append(FieldError(f"No interaction with id {ref} to refer to.",
+                errors.append(FieldError(f"No interaction with id "
+                                         f"{shown_id('Interaction', ref)} to refer to.",
                                          ErrorCode.NOT_FOUND, "refersTo"))
             elif referred[ref] != row["customer_id"]:
                 errors.append(FieldError("The referred interaction belongs to another customer.",
@@ -251,4 +262,20 @@ def record_interactions(raws: Sequence[Mapping[str, Any]], *, partial: bool = Fa
             ids = _insert_returning_ids(rows)
             result.recorded_ids = {index: new_id for (index, _), new_id in zip(valid, ids)}
             rapport().hook.rapport_interactions_recorded(interaction_ids=list(ids))
+        record_batch("interactions.imported", "Interaction", result)
     return result
+
+
+def record_batch(event_type: str, type_name: str, result: BatchResult) -> None:
+    """One audit entry and one summarising event for a batch (an API batch, an import
+    chunk): counts and the range of new ids, not one entry per row. The event is written
+    only when the batch created something."""
+    new = sorted(result.recorded_ids.values())
+    first = global_id(type_name, new[0]) if new else None
+    last = global_id(type_name, new[-1]) if new else None
+    counts = {"recorded": len(new), "skipped": len(result.existing_ids),
+              "rejected": len(result.rejected)}
+    audit.record(None, [], {**{k: [None, v] for k, v in counts.items()},
+                            "firstId": [None, first], "lastId": [None, last]},
+                 [audit.Event(event_type, first, {**counts, "firstId": first, "lastId": last})]
+                 if first is not None else [])

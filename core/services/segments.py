@@ -5,13 +5,14 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-from sqlalchemy import ColumnElement, and_, exists, func, not_, or_, select
+from sqlalchemy import ColumnElement, and_, case, exists, false, func, not_, select
 from sqlalchemy.sql import Select
 
 from core.app import rapport
+from core.db import db
 from core.models import Customer, CustomerTag, Interaction
 from core.schemas import CustomerFilterSchema
-from core.services.customers import normalise_name
+from core.services.customers import email_blind_index, normalise_name, phone_blind_index
 from core.services import load
 
 _LIST_COLUMNS = {
@@ -35,24 +36,44 @@ def _purchases() -> Select[Any]:
     return select(Interaction.customer_id).where(Interaction.kind == "purchase")
 
 
+#: SQLite's json_type() names per JSON kind (PostgreSQL's jsonb_typeof() uses the kinds).
+_SQLITE_KINDS = {"number": ("integer", "real"), "string": ("text",),
+                 "boolean": ("true", "false")}
+
+
+def _is_kind(key: str, kind: str | None) -> ColumnElement[bool]:
+    """The customer has attribute ``key`` (of JSON ``kind`` when given): false, never an
+    error, when the key is missing or holds another kind."""
+    if db.session.get_bind().dialect.name == "postgresql":
+        if kind is None:
+            return Customer.attributes.op("?")(key)  # JSONB: has the key
+        return func.jsonb_typeof(Customer.attributes[key]) == kind
+    stored = func.json_type(Customer.attributes, f'$."{key}"')  # keys: letters, digits, _
+    return stored.is_not(None) if kind is None else stored.in_(_SQLITE_KINDS[kind])
+
+
 def _attribute_condition(cond: Mapping[str, Any]) -> ColumnElement[bool]:
-    value = Customer.attributes[cond["key"]]
+    key = cond["key"]
+    value = Customer.attributes[key]
+    # Casts sit inside CASE so PostgreSQL never casts a value of another kind (its cast of
+    # "gold" to a number raises) and SQLite never reads text as 0.
+    number = case((_is_kind(key, "number"), value.as_float()))
     clauses: list[ColumnElement[bool]] = []
     if "equals" in cond:
         target = cond["equals"]
         if isinstance(target, bool):
-            clauses.append(value.as_boolean() == target)
+            clauses.append(case((_is_kind(key, "boolean"), value.as_boolean())) == target)
         elif isinstance(target, (int, float)):
-            clauses.append(value.as_float() == float(target))
+            clauses.append(number == float(target))
         else:
             clauses.append(value.as_string() == str(target))
     if "in" in cond:
         clauses.append(value.as_string().in_([str(v) for v in cond["in"]]))
     if "min" in cond:
-        clauses.append(value.as_float() >= float(cond["min"]))
+        clauses.append(number >= float(cond["min"]))
     if "max" in cond:
-        clauses.append(value.as_float() <= float(cond["max"]))
-    return and_(*clauses) if clauses else value.is_not(None)
+        clauses.append(number <= float(cond["max"]))
+    return and_(*clauses) if clauses else _is_kind(key, None)
 
 
 def customer_conditions(spec: Mapping[str, Any]) -> list[ColumnElement[bool]]:
@@ -63,11 +84,15 @@ def customer_conditions(spec: Mapping[str, Any]) -> list[ColumnElement[bool]]:
             values = [v.upper() if key == "country" else v for v in spec[key]]
             conds.append(column.in_(values))
     if spec.get("search"):
-        # Compare like with like: names are stored lowercased without accents.
+        # Compare like with like: names are stored lowercased without accents. E-mails and
+        # phones are encrypted: only the exact filters below reach them.
         name_pattern = f"%{_literal(normalise_name(spec['search']) or '')}%"
-        email_pattern = f"%{_literal(spec['search'].strip().lower())}%"
-        conds.append(or_(Customer.name_normalized.like(name_pattern, escape="\\"),
-                         Customer.email_normalized.like(email_pattern, escape="\\")))
+        conds.append(Customer.name_normalized.like(name_pattern, escape="\\"))
+    for key, column, index_of in (("email", Customer.email_blind_index, email_blind_index),
+                                  ("phone", Customer.phone_blind_index, phone_blind_index)):
+        if spec.get(key) is not None:
+            index = index_of(spec[key])  # None (a blank value) must not match "no e-mail"
+            conds.append(column == index if index is not None else false())
     if spec.get("owner_id") is not None:
         conds.append(Customer.owner_id == spec["owner_id"])
     if spec.get("tags_any"):

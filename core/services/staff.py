@@ -7,9 +7,11 @@ from typing import Any
 
 from sqlalchemy import select
 
+from core import changes as audit
 from core.app import rapport
 from core.db import db, utcnow
 from core.errors import ErrorCode, UserError
+from core.ids import global_id
 from core.models import Agent, Alert, AlertStatus, Customer, CustomerAttributeDefinition
 from core.schemas import AgentSchema, AttributeDefinitionSchema
 from core.services import load, not_found, transaction
@@ -24,8 +26,12 @@ def create_agent(raw: Mapping[str, Any]) -> Agent:
             raise UserError.single(f"An agent with e-mail {data['email']} exists.",
                                    ErrorCode.UNIQUE, "email")
         agent = Agent(name=data["name"], email=data["email"].lower(), team=data.get("team"),
-                      active=True)
+                      role=data["role"], active=True)
         db.session.add(agent)
+        db.session.flush()
+        gid = global_id("Agent", agent.id)
+        audit.record(None, [gid], {"name": [None, agent.name], "team": [None, agent.team],
+                                   "role": [None, agent.role]})
     return agent
 
 
@@ -44,6 +50,12 @@ def raise_alert(kind: str, severity: str, source: str, evidence: Mapping[str, An
     db.session.add(alert)
     db.session.flush()
     rapport().hook.rapport_alert_raised(alert=alert)
+    gid = global_id("Alert", alert.id)
+    customer_gid = None if customer is None else global_id("Customer", customer.id)
+    audit.record(None, [gid, *([customer_gid] if customer_gid else [])], None, [
+        audit.Event("alert.raised", gid, {
+            "alertId": gid, "kind": kind, "severity": severity, "source": source,
+            "customerId": customer_gid})])
     return alert
 
 
@@ -51,13 +63,15 @@ def acknowledge_alert(alert_id: int, agent_id: int | None = None) -> Alert:
     with transaction():
         alert = db.session.get(Alert, alert_id)
         if alert is None:
-            raise not_found("alert", alert_id)
+            raise not_found("alert", alert_id, type_name="Alert")
         if alert.status != AlertStatus.OPEN:
             raise UserError.single(f"The alert is already {alert.status.value}.",
                                    ErrorCode.NOT_ALLOWED, "id")
         alert.status = AlertStatus.ACKNOWLEDGED
         alert.acknowledged_at = utcnow()
         alert.acknowledged_by_id = agent_id
+        audit.record(None, [global_id("Alert", alert.id)],
+                     {"status": [AlertStatus.OPEN, AlertStatus.ACKNOWLEDGED]})
     return alert
 
 
@@ -70,9 +84,15 @@ def define_customer_attribute(raw: Mapping[str, Any]) -> CustomerAttributeDefini
             raise UserError.single(
                 f"Attribute {data['key']!r} is declared as {definition.type.value}; its type "
                 f"cannot change.", ErrorCode.CONFLICT, "type")
+        before = None if definition is None else {
+            "type": definition.type, "label": definition.label,
+            "categories": definition.categories}
         if definition is None:
             definition = CustomerAttributeDefinition(key=data["key"], type=data["type"])
             db.session.add(definition)
         definition.label = data["label"]
         definition.categories = data.get("categories")
+        after = {"type": data["type"], "label": data["label"],
+                 "categories": data.get("categories")}
+        audit.record(None, [], {f"attributes.{data['key']}": [before, after]})
     return definition

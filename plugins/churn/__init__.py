@@ -114,3 +114,17 @@ def rapport_register_routes() -> list[Any]:
     from plugins.churn import routes
 
     return [routes.blueprint]
+
+
+@hookimpl
+def rapport_job_kinds() -> list[Any]:
+    from plugins.churn.jobs import CHURN_JOB_KINDS
+
+    return CHURN_JOB_KINDS
+
+
+@hookimpl
+def rapport_event_types() -> list[tuple[str, str, dict[str, Any]]]:
+    from plugins.churn.events import EVENT_TYPES
+
+    return EVENT_TYPES

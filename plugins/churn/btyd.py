@@ -44,14 +44,21 @@ from __future__ import annotations
 
 import math
 from dataclasses import asdict, dataclass, replace
-from typing import Any, Literal, Self
-
-import numpy as np
-from numpy.typing import ArrayLike, NDArray
-from scipy import optimize, special
-from threadpoolctl import threadpool_limits
+from typing import TYPE_CHECKING, Any, Literal, Self
 
 from core.errors import FieldError, UserError
+from core.lazy import lazy_module
+
+if TYPE_CHECKING:
+    import numpy as np
+    from numpy.typing import ArrayLike, NDArray
+    from scipy import optimize, special
+
+    FloatArray = NDArray[np.float64]
+else:  # imported on first use: the app starts without the statistics stack
+    np = lazy_module("numpy")
+    optimize = lazy_module("scipy.optimize")
+    special = lazy_module("scipy.special")
 
 TimeUnit = Literal["day", "week"]
 TIME_UNITS: dict[str, float] = {"day": 1.0, "week": 7.0}
@@ -67,8 +74,6 @@ CORRELATION_WARNING = 0.3
 #: times and amounts are rescaled to a mean of 1 first, so real estimates sit well inside.
 #: An estimate within 1 of the bound means the data do not identify that parameter.
 LOG_BOUND = 15.0
-
-FloatArray = NDArray[np.float64]
 
 
 # --- Errors ---------------------------------------------------------------------------------
@@ -316,6 +321,8 @@ def _minimise(objective: Any, start: FloatArray, data: Any, weight: float
               ) -> tuple[FloatArray, OptimiserReport]:
     """L-BFGS-B on the log-parameters of ``objective`` (minus the mean log-likelihood over
     ``weight`` customers, with its gradient)."""
+    from threadpoolctl import threadpool_limits
+
     bounds = [(-LOG_BOUND, LOG_BOUND)] * len(start)
     # BLAS threads only synchronise on a problem of 3 or 4 parameters: on a busy 2-CPU
     # machine they made L-BFGS-B's own steps 6 times slower than the likelihood.

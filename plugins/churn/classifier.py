@@ -479,6 +479,14 @@ def cross_validate(kind: str, X: FloatArray, y: FloatArray, folds: int = FOLDS,
                       np.arange(len(y)), predictions)
 
 
+def _moment(value: Any) -> str:
+    """A label date for people: the scorer passes epoch seconds, shown as UTC."""
+    if isinstance(value, (int, float, np.integer, np.floating)):
+        return dt.datetime.fromtimestamp(float(value), dt.timezone.utc).strftime(
+            "%Y-%m-%d %H:%M UTC")
+    return str(value)
+
+
 def time_validate(kind: str, X: FloatArray, y: FloatArray, dates: NDArray[Any],
                   seed: int = 0) -> Validation | str:
     """Train on the earliest labels, test on the latest ``TIME_TEST_SHARE``; or the reason
@@ -495,7 +503,7 @@ def time_validate(kind: str, X: FloatArray, y: FloatArray, dates: NDArray[Any],
             return (f"no time-aware validation: the {name} part has {counts[1]} churned and "
                     f"{counts[0]} retained customers (at least {MIN_PER_CLASS} of each needed)")
     predictions = _fit_and_predict(kind, seed, X[train], y[train], X[test])
-    method = f"time split: trained before {dates[order][cut]}, tested from it"
+    method = f"time split: trained before {_moment(dates[order][cut])}, tested from it"
     return Validation(metrics_of(method, y[test], predictions), test, predictions)
 
 

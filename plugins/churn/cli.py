@@ -4,7 +4,6 @@ every customer, and the warning list as CSV."""
 
 from __future__ import annotations
 
-import datetime as dt
 import sys
 from pathlib import Path
 from typing import Any
@@ -15,18 +14,11 @@ from core.cli import fail
 from core.db import utcnow
 from core.errors import UserError
 from core.importers import FileFormat, ImportFileError
-from core.services import transaction
+from core.jobs import ConsoleProgress, run_here
 
 from plugins.churn import modeling, report
 from plugins.churn.importer import open_churn_import
-
-_WHEN = click.DateTime(["%Y-%m-%dT%H:%M:%S%z", "%Y-%m-%dT%H:%M:%S", "%Y-%m-%d"])
-
-
-def _aware(value: dt.datetime | None) -> dt.datetime:
-    when = value or utcnow()
-    return when if when.tzinfo is not None else when.replace(tzinfo=dt.timezone.utc)
-
+from plugins.churn.jobs import REPORT_FILE
 
 @click.group("churn")
 def churn_group() -> None:
@@ -42,41 +34,61 @@ def churn_group() -> None:
 @click.option("--rejects", "rejects_path", type=click.Path(dir_okay=False, path_type=Path),
               help="Where to write rejected rows [default: FILE.rejects.csv].")
 @click.option("--encoding", default="utf-8", show_default=True, help="Text encoding of FILE.")
+@click.option("--as-of", "as_of", metavar="DATE",
+              help="Date of a snapshot file (a churned yes/no column): YYYY-MM-DD means up to "
+                   "the end of that day in RAPPORT_TIMEZONE; a datetime is exact (without a "
+                   "zone: UTC). An as_of column does the same per row.")
 def import_command(file: Path, file_format: str | None, batch_size: int,
-                   rejects_path: Path | None, encoding: str) -> None:
+                   rejects_path: Path | None, encoding: str, as_of: str | None) -> None:
     """Mark customers churned from FILE.
 
     Columns: customer_external_id, churned_at (ISO 8601; without an offset it is UTC),
-    type (natural, malicious, competitive, negligence), reason (pricing, inconvenience,
-    core_service_failure, service_encounter_failure, response_to_failure, competition,
-    ethical, involuntary, other) are required; customer_source (default: default) and note
-    are optional. A re-run skips the records already stored.
+    type (natural, malicious, competitive, negligence, other), reason (pricing,
+    inconvenience, core_service_failure, service_encounter_failure, response_to_failure,
+    competition, ethical, involuntary, other) are required; customer_source (default:
+    default) and note are optional. A re-run skips the records already stored.
+
+    Or a snapshot: customer_external_id and churned (yes/no, true/false, 1/0), with
+    --as-of DATE or an as_of column; type and reason are optional (default other). A
+    churned row is dated at the snapshot; a row not churned writes nothing.
+
+    Exits with status 1 when every row was rejected.
     """
     try:
         with open_churn_import(file, file_format=file_format, encoding=encoding,
-                               rejects_path=rejects_path) as job:
+                               rejects_path=rejects_path, as_of=as_of) as job:
             with click.progressbar(length=max(job.size, 1), label="Importing churn records",
                                    file=sys.stderr) as bar:
                 result = job.run(batch_size, on_progress=bar.update)
             jumps = job.importer.check_jumps()  # type: ignore[attr-defined]
     except ImportFileError as exc:
         raise click.ClickException(str(exc)) from None
-    click.echo(f"imported: {result.imported}, skipped (already there): {result.skipped}, "
-               f"rejected: {result.rejected}")
+    not_churned = getattr(job.importer, "not_churned", 0)
+    click.echo(f"imported: {result.imported}, skipped (already there): "
+               f"{result.skipped - not_churned}, rejected: {result.rejected}"
+               + (f", not churned: {not_churned}" if not_churned else ""))
     if result.rejected:
         click.echo(f"rejected rows and why: {result.rejects_path}")
     _show_jumps(jumps)
+    if result.rejected and not result.imported and not result.skipped:
+        raise click.ClickException("every row was rejected; nothing was imported")
 
 
 @churn_group.command("check")
-@click.option("--as-of", type=_WHEN, help="Check the month of this time and the one before "
-                                          "(default now; without a zone: UTC).")
-def check_command(as_of: dt.datetime | None) -> None:
-    """Alert (once per month) when a month's churn rate jumps over its trailing mean."""
-    now = _aware(as_of)
-    previous = now.astimezone(report.business_tz()).replace(day=1) - dt.timedelta(days=1)
-    with transaction():
-        jumps = report.check_churn_jumps([now, previous], now=now)
+@click.option("--as-of", "as_of", metavar="DATE",
+              help="Check the month of this time and the one before (default now). A date "
+                   "means up to the end of that day in RAPPORT_TIMEZONE; a datetime is exact "
+                   "(without a zone: UTC).")
+def check_command(as_of: str | None) -> None:
+    """Alert (once per month) when a month's churn rate jumps over its trailing mean (the
+    job churn.check)."""
+    try:
+        run = run_here("churn.check", {"asOf": as_of or utcnow().isoformat()},
+                       ConsoleProgress("Checking"))
+    except UserError as exc:
+        raise fail(exc) from None
+    jumps = [report.Jump(j["month"], j["churnRate"], j["trailingMean"], j["churned"],
+                         j["activeAtStart"]) for j in run["jumps"]]
     click.echo(f"{len(jumps)} new churn-rate alert(s)")
     _show_jumps(jumps)
 
@@ -112,36 +124,12 @@ def report_command(from_: str, to: str, out: Path | None) -> None:
         click.echo(f"{title}: " + (", ".join(f"{k} {v}" for k, v in sorted(counts.items()))
                                    or "none"))
     if out is not None:
-        from plugins.churn.html_report import STEPS, render_churn_report
-
-        with click.progressbar(length=STEPS, label="Churn report", file=sys.stderr) as bar:
-            page = render_churn_report(from_, to, progress=bar.update)
         try:
-            out.write_text(page, encoding="utf-8")
+            run_here("churn.report", {"from": from_, "to": to},
+                     ConsoleProgress("Churn report", {REPORT_FILE: out}))
         except OSError as exc:
             raise click.ClickException(f"Cannot write {out}: {exc.strerror}") from None
         click.echo(f"report written to {out}")
-
-
-class _ProgressBar:
-    """A ``modeling.Progress`` drawing a click progress bar on stderr, opened on the first
-    call (when the total is known)."""
-
-    def __init__(self, label: str):
-        self.label = label
-        self.bar: Any = None
-
-    def __call__(self, done: int, total: int) -> None:
-        if self.bar is None:
-            self.bar = click.progressbar(length=max(total, 1), label=self.label,
-                                         file=sys.stderr)
-            self.bar.__enter__()
-        self.bar.update(max(0, done - self.bar.pos))
-
-    def close(self) -> None:
-        if self.bar is not None:
-            self.bar.__exit__(None, None, None)
-            self.bar = None
 
 
 def _auc(metrics: dict[str, Any] | None) -> str:
@@ -151,33 +139,44 @@ def _auc(metrics: dict[str, Any] | None) -> str:
             f"{metrics['base_rate']:.3f}), Brier {metrics['brier']:.4f}, n {metrics['n']}")
 
 
+_AS_OF_HELP = ("YYYY-MM-DD means up to the end of that day (00:00 of the next day in "
+               "RAPPORT_TIMEZONE), so that day's facts count; a datetime is exact (without a "
+               "zone: UTC); from 1900-01-01 to 9998-12-31.")
+
+
 @churn_group.command("fit")
-@click.option("--as-of", type=_WHEN, help="Calibration date (default now; without a zone: "
-                                          "UTC).")
+@click.option("--as-of", "as_of", metavar="DATE",
+              help="Calibration date (default now). " + _AS_OF_HELP)
 @click.option("--time-unit", type=click.Choice(["day", "week"]), default="day",
               show_default=True, help="Unit of the BG/NBD times.")
 @click.option("--classifier", type=click.Choice(["logistic", "knn", "gradient_boosting"]),
               default="logistic", show_default=True, help="The churn-risk classifier.")
 @click.option("--horizon-days", type=click.IntRange(1, modeling.MAX_HORIZON_DAYS), default=90,
               show_default=True, help="The classifier predicts churn within this many days.")
-def fit_command(as_of: dt.datetime | None, time_unit: str, classifier: str,
+def fit_command(as_of: str | None, time_unit: str, classifier: str,
                 horizon_days: int) -> None:
-    """Fit BG/NBD, Gamma-Gamma and the classifier; store them as the active model."""
-    bar = _ProgressBar("Training features")
+    """Fit BG/NBD, Gamma-Gamma and the classifier; store them as the active model (the job
+    churn.fit)."""
+    parameters = {"asOf": as_of or utcnow().isoformat(), "timeUnit": time_unit,
+                  "classifier": classifier, "horizonDays": horizon_days}
     try:
-        version = modeling.fit_models(_aware(as_of), time_unit, classifier, horizon_days,
-                                      progress=bar)
+        version = run_here("churn.fit", parameters, ConsoleProgress("Training features"))
     except UserError as exc:
         raise fail(exc) from None
-    finally:
-        bar.close()
-    params, metrics = version.params, version.metrics
-    g = params["bgnbd"]
-    click.echo(f"model version {version.id} ({version.kind}), as of "
-               f"{version.as_of.isoformat()}, time unit {version.time_unit.value}")
-    click.echo(f"BG/NBD: r {g['r']:.4g}, alpha {g['alpha']:.4g}, a {g['a']:.4g}, "
-               f"b {g['b']:.4g}, log-likelihood {g['log_likelihood']:.2f} "
-               f"({g['n_customers']} customers, {g['n_repeat_buyers']} repeat buyers)")
+    params, metrics = version["params"], version["metrics"]
+    g = params.get("bgnbd")
+    click.echo(f"model version {version['modelVersion']} ({version['kind']}, model "
+               f"{params.get('model', 'bgnbd')}), as of {version['asOf']}, time unit "
+               f"{version['timeUnit']}")
+    for period, fit in sorted((params.get("sbg") or {}).items()):
+        if isinstance(fit, dict):
+            click.echo(f"sBG ({period}): alpha {fit['alpha']:.4g}, beta {fit['beta']:.4g}, "
+                       f"log-likelihood {fit['log_likelihood']:.2f} ({fit['n_customers']} "
+                       f"customers, {fit['n_churned']} churned)")
+    if g:
+        click.echo(f"BG/NBD: r {g['r']:.4g}, alpha {g['alpha']:.4g}, a {g['a']:.4g}, "
+                   f"b {g['b']:.4g}, log-likelihood {g['log_likelihood']:.2f} "
+                   f"({g['n_customers']} customers, {g['n_repeat_buyers']} repeat buyers)")
     gg = params.get("gamma_gamma")
     if gg:
         click.echo(f"Gamma-Gamma: p {gg['p']:.4g}, q {gg['q']:.4g}, gamma {gg['gamma']:.4g}, "
@@ -192,6 +191,18 @@ def fit_command(as_of: dt.datetime | None, time_unit: str, classifier: str,
         click.echo(f"  time-aware: {_auc(trained['time_validation'])}")
         for note in trained["notes"]:
             click.echo(f"  note: {note}")
+    checked = metrics.get("validation")
+    if checked:
+        correlation = checked["correlation"]
+        click.echo(f"backtest over {checked['horizonDays']:g} days ({checked['customers']} "
+                   f"customers): predicted {checked['predictedTotal']:.1f} purchase days, "
+                   f"actual {checked['actualTotal']:.0f}, correlation "
+                   f"{'n/a' if correlation is None else f'{correlation:.3f}'}, mean absolute "
+                   f"error {checked['meanAbsoluteError']:.3f}")
+        for group in checked["byFrequency"]:
+            click.echo(f"  {group['frequency']}{'+' if group['orMore'] else ''} calibration "
+                       f"purchases: {group['customers']} customers, predicted "
+                       f"{group['predicted']:.2f}, actual {group['actual']:.2f}")
     for note in metrics.get("notes", []):
         click.echo(f"note: {note}")
 
@@ -200,20 +211,28 @@ def fit_command(as_of: dt.datetime | None, time_unit: str, classifier: str,
 @click.option("--chunk-size", type=click.IntRange(100, 200_000),
               default=modeling.DEFAULT_SCORE_CHUNK, show_default=True,
               help="Customers per chunk (memory holds one chunk).")
-def score_command(chunk_size: int) -> None:
-    """Score every customer with the active model (risk, P(alive), CLV, top factors)."""
-    bar = _ProgressBar("Scoring customers")
+@click.option("--chunks", type=click.IntRange(1, 256), default=1, show_default=True,
+              help="Id ranges scored one after the other here (the churn.score job runs "
+                   "them on any free workers).")
+@click.option("--as-of", "as_of", metavar="DATE",
+              help="Score as of this date with the active model (default now). "
+                   + _AS_OF_HELP)
+def score_command(chunk_size: int, chunks: int, as_of: str | None) -> None:
+    """Score every customer with the active model (risk, P(alive), CLV, top factors; the
+    job churn.score)."""
+    parameters: dict[str, Any] = {"chunkSize": chunk_size, "chunks": chunks}
+    if as_of:
+        parameters["asOf"] = as_of
     try:
-        summary = modeling.score_customers(chunk_size, progress=bar)
+        summary = run_here("churn.score", parameters, ConsoleProgress("Scoring customers"))
     except UserError as exc:
         raise fail(exc) from None
-    finally:
-        bar.close()
-    click.echo(f"scored {summary.customers} customers ({summary.with_purchases} with "
-               f"purchases) with model version {summary.model_version}: mean risk "
-               f"{summary.mean_risk:.3f}, {summary.high_risk} at risk >= 0.5, total CLV "
-               f"{summary.total_clv:,.2f}; {summary.removed_old_scores} older scores removed")
-    for note in summary.notes:
+    click.echo(f"scored {summary['customers']} customers ({summary['withPurchases']} with "
+               f"purchases) with model version {summary['modelVersion']}: mean risk "
+               f"{summary['meanRisk']:.3f}, {summary['highRisk']} at risk >= 0.5, total CLV "
+               f"{summary['totalClv']:,.2f}; {summary['removedOldScores']} older scores "
+               f"removed")
+    for note in summary["notes"]:
         click.echo(f"note: {note}")
 
 

@@ -17,6 +17,10 @@ class ChurnErrorCode:
     NO_MODEL = "NO_MODEL"
     #: The installed plugins give other feature columns than the model was trained on.
     FEATURES_CHANGED = "FEATURES_CHANGED"
+    #: Another scoring run is still open (one run at a time; its chunks run in parallel).
+    SCORING_IN_PROGRESS = "SCORING_IN_PROGRESS"
+    #: A chunk or the final step of a scoring run that was already failed or cancelled.
+    SCORING_RUN_CLOSED = "SCORING_RUN_CLOSED"
 
 
 CODES = [v for k, v in vars(ChurnErrorCode).items() if k.isupper()]

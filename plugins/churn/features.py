@@ -36,9 +36,8 @@ from collections import deque
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor, wait
 from dataclasses import asdict, dataclass, field
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
-import numpy as np
 from sqlalchemy import (
     Boolean, ColumnElement, Float, Integer, Select, and_, case, cast, exists, extract, func,
     Table, literal, literal_column, or_, select, text,
@@ -49,11 +48,17 @@ from sqlalchemy.sql.util import find_tables
 
 from core.app import rapport
 from core.db import MONEY_SCALE, UTCDateTime, db
+from core.lazy import lazy_module
 from core.models import (
     AttributeType, Customer, CustomerAttributeDefinition, CustomerStatus, Interaction,
 )
 
 from plugins.churn.models import TimeUnit
+
+if TYPE_CHECKING:
+    import numpy as np
+else:  # imported on first use: the app starts without the statistics stack
+    np = lazy_module("numpy")
 
 WINDOWS = (30, 90, 365)
 TREND_DAYS = 90
@@ -92,6 +97,9 @@ class FeatureSpec:
     demographics: dict[str, tuple[str, ...]] = field(default_factory=dict)
     #: (key, type, categories) of declared number / boolean / category attributes.
     attributes: tuple[tuple[str, str, tuple[str, ...]], ...] = ()
+    #: Contractual history as features (``tenure_periods``, ``period_year``): a model
+    #: fitted on customers that carry renewal periods (older specs: without them).
+    contract: bool = False
 
     def to_json(self) -> str:
         data = asdict(self)
@@ -104,12 +112,13 @@ class FeatureSpec:
         return cls(as_of=dt.datetime.fromisoformat(data["as_of"]),
                    base_currency=data["base_currency"], kinds=tuple(data["kinds"]),
                    demographics={k: tuple(v) for k, v in data["demographics"].items()},
-                   attributes=tuple((k, t, tuple(c)) for k, t, c in data["attributes"]))
+                   attributes=tuple((k, t, tuple(c)) for k, t, c in data["attributes"]),
+                   contract=bool(data.get("contract", False)))
 
     def at(self, as_of: dt.datetime) -> FeatureSpec:
         """The same columns as of another date (scoring with a model fitted earlier)."""
         return FeatureSpec(as_of, self.base_currency, self.kinds, self.demographics,
-                           self.attributes)
+                           self.attributes, self.contract)
 
 
 def feature_spec(as_of: dt.datetime) -> FeatureSpec:
@@ -128,8 +137,11 @@ def feature_spec(as_of: dt.datetime) -> FeatureSpec:
             CustomerAttributeDefinition.type.in_(
                 [AttributeType.NUMBER, AttributeType.BOOLEAN, AttributeType.CATEGORY]))
             .order_by(CustomerAttributeDefinition.key)))
+    contract = db.session.scalar(select(Customer.id).where(
+        Customer.tenure_periods.is_not(None)).limit(1)) is not None
     return FeatureSpec(as_of, state.settings.base_currency,
-                       tuple(sorted(state.interaction_kinds)), demographics, attributes)
+                       tuple(sorted(state.interaction_kinds)), demographics, attributes,
+                       contract)
 
 
 # --- SQL helpers that differ between the databases -------------------------------------------
@@ -261,7 +273,13 @@ def feature_select(customers: FromClause, spec: FeatureSpec,
                          a.first_interaction < Customer.created_at), a.first_interaction),
                    else_=Customer.created_at)
     start = func.coalesce(a.first_purchase, created)
-    tenure = _days_between(as_of_value, start)
+    # A customer's own start date (customerSince: 00:00 of that day in RAPPORT_TIMEZONE, at
+    # the offset the zone has at as_of) wins over what the records show: a contract that
+    # began years before the CRM did.
+    offset = spec.as_of.astimezone(rapport().settings.tz).utcoffset() or dt.timedelta()
+    since_days = _epoch_days(Customer.customer_since) - offset.total_seconds() / 86400.0
+    tenure = func.coalesce(literal(spec.as_of.timestamp() / 86400.0, Float) - since_days,
+                           _days_between(as_of_value, start))
     purchases = func.coalesce(a.purchases, 0)
     spent = func.coalesce(a.spent, 0.0) / _MONEY_UNIT
     columns: list[Any] = [
@@ -283,6 +301,11 @@ def feature_select(customers: FromClause, spec: FeatureSpec,
         columns.append(cast(func.coalesce(a[f"{name}_{TREND_DAYS}d"], 0)
                             - func.coalesce(a[f"{name}_previous"], 0), Float)
                        .label(f"{name}_trend_{TREND_DAYS}d"))
+    if spec.contract:
+        columns += [cast(func.coalesce(Customer.tenure_periods, 0), Float)
+                    .label("tenure_periods"),
+                    _flag(Customer.tenure_periods.is_(None)).label("tenure_periods_missing"),
+                    _flag(Customer.period == "year").label("period_year")]
     age = _age_years(spec.as_of)
     columns += [func.coalesce(age, 0.0).label("age_years"),
                 _flag(Customer.birth_date.is_(None)).label("age_missing")]
@@ -338,6 +361,9 @@ def _existing_by(as_of: dt.datetime) -> ColumnElement[bool]:
     are not erased."""
     return and_(Customer.status != CustomerStatus.ERASED,
                 or_(Customer.created_at <= as_of,
+                    # Its own start date: a record created later for an older customer.
+                    Customer.customer_since
+                    <= as_of.astimezone(rapport().settings.tz).date(),
                     exists().where(Interaction.customer_id == Customer.id,
                                    Interaction.occurred_at <= as_of)))
 
@@ -363,16 +389,18 @@ _CHUNK_SETTINGS = ("SET LOCAL work_mem = '64MB'", "SET LOCAL jit = off")
 
 
 def customer_chunks(as_of: dt.datetime, chunk_size: int = DEFAULT_CHUNK,
-                    only: Sequence[int] | None = None, share: float = 1.0
-                    ) -> Iterator[tuple[FromClause, IdRange]]:
+                    only: Sequence[int] | None = None, share: float = 1.0,
+                    within: IdRange | None = None) -> Iterator[tuple[FromClause, IdRange]]:
     """Selectables of ``customer_id`` in keyset chunks by id, each with its id range. One
     query at the first step reads the ids (8 bytes each) and fixes every chunk's range;
     the later steps run no query, so a caller may hand its connection to another thread
     between chunks. With ``share`` < 1, only a sample of that share of the customers
-    (``sampled``)."""
+    (``sampled``); with ``within`` = (after, up_to), only ids in that range."""
     condition = _existing_by(as_of)
     if only is not None:
         condition = and_(condition, Customer.id.in_(list(only)))
+    if within is not None:
+        condition = and_(condition, Customer.id > within[0], Customer.id <= within[1])
     if share < 1.0:
         condition = and_(condition, sampled(share))
     if _dialect() == "postgresql":
@@ -387,7 +415,7 @@ def customer_chunks(as_of: dt.datetime, chunk_size: int = DEFAULT_CHUNK,
     ends = [int(v) for v in ids[chunk_size - 1::chunk_size]]
     if len(ids) % chunk_size:
         ends.append(int(ids[-1]))
-    last = 0
+    last = within[0] if within is not None else 0
     for end in ends:
         yield (select(Customer.id.label("customer_id"))
                .where(condition, Customer.id > last, Customer.id <= end)

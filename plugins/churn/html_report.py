@@ -26,22 +26,30 @@ import datetime as dt
 import math
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import numpy as np
-from matplotlib.ticker import MaxNLocator
 from sqlalchemy import Integer, case, cast, func, select
 
 from core.db import db, utcnow
+from core.ids import global_id
+from core.lazy import lazy_module
 from core.models import Customer, CustomerStatus, Interaction
 from core.reports import PALETTE, HtmlReport, figure_svg, fmt, new_figure, style_axes
 
 from plugins.churn import btyd
 from plugins.churn.features import PURCHASE
+from plugins.churn.modeling import still_customer
 from plugins.churn.models import (
     ChurnModelVersion, ChurnReason, ChurnScore, ChurnType, TimeUnit,
 )
 from plugins.churn.report import ChurnReport, churn_report
+
+if TYPE_CHECKING:
+    import numpy as np
+    from matplotlib import ticker
+else:  # imported when a report is drawn: the app starts without the statistics stack
+    np = lazy_module("numpy")
+    ticker = lazy_module("matplotlib.ticker")
 
 #: Buckets of the risk histogram (width 1 / RISK_BUCKETS).
 RISK_BUCKETS = 20
@@ -115,12 +123,13 @@ def score_overview() -> ScoreOverview | None:
 
 def top_warnings(version_id: int, limit: int = TOP_WARNINGS) -> list[Any]:
     """The ``limit`` scores of the version with the highest priority (risk x CLV), with the
-    customer's name: one query on the (model_version_id, priority) index."""
+    customer's name, leaving out customers already churned as the API and the CSV do: one
+    query on the (model_version_id, priority) index."""
     return list(db.session.execute(
         select(ChurnScore, Customer.name)
         .join(Customer, Customer.id == ChurnScore.customer_id)
         .where(ChurnScore.model_version_id == version_id,
-               Customer.status != CustomerStatus.ERASED)
+               Customer.status != CustomerStatus.ERASED, still_customer())
         .order_by(ChurnScore.priority.desc(), ChurnScore.customer_id.desc())
         .limit(limit)).all())
 
@@ -218,6 +227,22 @@ def retention_chart(figures: ChurnReport) -> str:
     return figure_svg(fig)
 
 
+def tracking_chart(validation: dict[str, Any]) -> str:
+    """Cumulative repeat purchase days by week of the holdout, actual against predicted."""
+    fig = new_figure(7.0, 3.2)
+    ax = fig.gca()
+    weeks = [t["week"] for t in validation["tracking"]]
+    ax.plot(weeks, [t["actual"] for t in validation["tracking"]], color=PALETTE[0],
+            linewidth=2.2, marker="o", markersize=3, label="actual")
+    ax.plot(weeks, [t["predicted"] for t in validation["tracking"]], color=PALETTE[4],
+            linewidth=1.6, linestyle="--", label="predicted (BG/NBD as of the start)")
+    ax.set_xlabel("week of the holdout")
+    ax.set_ylabel("cumulative purchase days")
+    ax.legend(fontsize=8, frameon=False, loc="upper left")
+    style_axes(ax)
+    return figure_svg(fig)
+
+
 def counts_chart(counts: dict[str, int], names: Iterable[str], colour: str, label: str) -> str:
     keys = list(names)
     fig = new_figure(6.5, min(6.0, 1.0 + 0.3 * len(keys)))
@@ -227,7 +252,7 @@ def counts_chart(counts: dict[str, int], names: Iterable[str], colour: str, labe
     ax.barh(positions, values, color=colour)
     ax.set_yticks(positions, [k.replace("_", " ") for k in keys], fontsize=8)
     ax.set_xlabel(label)
-    ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+    ax.xaxis.set_major_locator(ticker.MaxNLocator(integer=True))
     for y, value in zip(positions, values):
         ax.text(value, y, f" {value:,}", va="center", fontsize=7)
     style_axes(ax)
@@ -352,7 +377,7 @@ def _risk(report: HtmlReport, overview: ScoreOverview | None,
         return
     section.table(["#", "Customer", "Name", "Risk", "P(alive)", "CLV", "Priority",
                    "Top factors"],
-                  [[i, str(score.customer_id), name or "", _pct(score.risk),
+                  [[i, global_id("Customer", score.customer_id), name or "", _pct(score.risk),
                     _pct(score.p_alive),
                     score.clv, score.priority,
                     "; ".join(f"{f.get('feature')} {float(f.get('contribution', 0)):+.2f}"
@@ -423,9 +448,26 @@ def _model(report: HtmlReport, model: ChurnModelVersion | None) -> None:
             rows.extend([name, key, fitted.get(key)] for key in keys if key in fitted)
         else:
             rows.append([name, "", "not fitted"])
+    for period, fit in sorted((params.get("sbg") or {}).items()):
+        if isinstance(fit, dict):
+            rows.extend([f"sbg ({period})", key, fit.get(key)] for key in (
+                "alpha", "beta", "log_likelihood", "n_customers", "n_churned", "max_tenure"))
+        else:
+            rows.append([f"sbg ({period})", "", f"not fitted: {fit}"])
     section.table(["Model", "Parameter", "Value"],
                   [[m, k, fmt(v, 4) if isinstance(v, float) else v] for m, k, v in rows],
                   caption="Parameters")
+    checked = (model.metrics or {}).get("validation")
+    if checked and checked.get("tracking"):
+        section.figure(tracking_chart(checked), "Calibration/holdout backtest: BG/NBD fitted "
+                       f"at the training date, tracked over the {fmt(checked['horizonDays'])} "
+                       "days that followed.", "tracking")
+        section.table(["Calibration purchases", "Customers", "Predicted (mean)",
+                       "Actual (mean)"],
+                      [[f"{g['frequency']}{'+' if g['orMore'] else ''}", g["customers"],
+                        fmt(g["predicted"], 3), fmt(g["actual"], 3)]
+                       for g in checked["byFrequency"]],
+                      caption="Conditional expectations of holdout purchases")
     metrics = [(k, v) for k, v in _flatten("", model.metrics or {}) if v not in ("", None)]
     if metrics:
         section.table(["Metric", "Value"], [[k, fmt(v, 4) if isinstance(v, float) else

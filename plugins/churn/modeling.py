@@ -4,10 +4,11 @@
 
 Fitting, as of a calibration date ``as_of`` (default now):
 
-1. BTYD summaries as of ``as_of`` -> BG/NBD, then Gamma-Gamma on the repeat buyers (base
-   currency). BG/NBD is required: too few customers or no repeat buyer is a typed error and
-   nothing is stored. A Gamma-Gamma that cannot be fitted leaves CLV empty and says why in
-   the metrics.
+1. The model kind (RAPPORT_CHURN_MODEL; ``auto``: sBG when customers carry renewal periods
+   and nobody has a purchase) -> the sBG fit per renewal period. BTYD summaries as of
+   ``as_of`` -> BG/NBD, then Gamma-Gamma on the repeat buyers (base currency), when there
+   are purchases. A part that cannot be fitted is skipped and the notes say why; only when
+   no part at all can be fitted is it a typed error, and nothing is stored.
 2. The classifier, honest in time: with ``t0 = as_of - horizon``, the training customers are
    those that existed by ``t0`` and were not churned at ``t0``; their features are computed
    as of ``t0`` (with 1 - P(alive) from a BG/NBD fitted on the summaries as of ``t0``), and
@@ -17,9 +18,11 @@ Fitting, as of a calibration date ``as_of`` (default now):
    the metrics say why.
 3. One new model version, active, the previous one deactivated, in one transaction.
 
-Scoring, chunk by chunk (keyset chunks of customer ids, one feature query and one BTYD
-query per chunk, one set-based upsert per chunk), in one transaction: readers see the whole
-run or none of it. The scores of older model versions are removed at the end of a run.
+Scoring is a run (``plan_scoring``) split into id ranges scored independently, possibly by
+several workers at once (``score_range``: keyset chunks of customer ids, one feature query
+and one BTYD query per chunk, written to the run's staging rows), then published in one
+transaction (``publish_run``): readers see the whole run or none of it. The scores of
+older model versions are removed when a run is published.
 """
 
 from __future__ import annotations
@@ -32,17 +35,19 @@ import math
 from collections.abc import Callable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field, is_dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import numpy as np
 from flask import Flask, current_app
-from sqlalchemy import ScalarSelect, Select, delete, func, or_, select, text, update
-from sqlalchemy.dialects.sqlite import insert as sqlite_insert
+from sqlalchemy import ScalarSelect, Select, delete, func, literal, or_, select, text, update
+from sqlalchemy.exc import IntegrityError
 
 from api.pagination import after_condition
+from core import changes
 from core.app import rapport
 from core.config import ConfigError
-from core.db import db, utcnow
+from core.db import UTCDateTime, db, utcnow
+from core.ids import global_id
+from core.lazy import lazy_module
 from core.models import Agent, Customer, CustomerExternalId, CustomerStatus, Interaction
 from core.services import transaction
 
@@ -51,11 +56,20 @@ from plugins.churn.btyd import (
     BGNBDParams, ChurnModelError, FitNotConverged, GammaGammaParams, InsufficientData,
     InvalidModelData,
 )
-from plugins.churn.classifier import (
-    KINDS, ChurnClassifier, churn_risk, train_classifier, with_dropout_feature,
-)
 from plugins.churn.errors import ChurnErrorCode
-from plugins.churn.models import ChurnModelVersion, ChurnRecord, ChurnScore, TimeUnit
+from plugins.churn.models import (
+    ChurnModelVersion, ChurnRecord, ChurnScore, ChurnScoreRun, ChurnScoreStaging,
+    ScoringRunStatus, TimeUnit,
+)
+
+if TYPE_CHECKING:
+    import numpy as np
+
+    from plugins.churn import classifier as classifiers
+    from plugins.churn.classifier import ChurnClassifier
+else:  # imported on first use (scikit-learn): the app starts without the statistics stack
+    np = lazy_module("numpy")
+    classifiers = lazy_module("plugins.churn.classifier")
 
 EXTENSION = "rapport_churn"
 #: Training rows kept at most (a uniform sample beyond: the base rate is unchanged).
@@ -67,6 +81,9 @@ DEFAULT_SCORE_CHUNK = 20_000
 MAX_HORIZON_DAYS = 3650
 #: A month in days: CLV is discounted monthly.
 MONTH_DAYS = 365.25 / 12
+#: RAPPORT_CHURN_MODEL: non-contractual (BG/NBD), contractual (sBG), or chosen from the data.
+MODEL_BGNBD, MODEL_SBG, MODEL_AUTO = "bgnbd", "sbg", "auto"
+MODEL_CHOICES = (MODEL_BGNBD, MODEL_SBG, MODEL_AUTO)
 
 #: ``progress(done, total)``: customers processed so far out of the total of the step.
 Progress = Callable[[int, int], None]
@@ -96,6 +113,8 @@ class ChurnSettings:
     clv_horizon_months: int
     #: Yearly discount rate (``RAPPORT_CHURN_DISCOUNT_RATE``, default 0.1).
     discount_rate: float
+    #: ``RAPPORT_CHURN_MODEL``: ``bgnbd``, ``sbg`` or ``auto`` (default).
+    model: str = "auto"
 
     @property
     def monthly_discount_rate(self) -> float:
@@ -117,7 +136,11 @@ def read_settings(app: Flask) -> ChurnSettings:
     if not (0.0 <= rate <= 1.0) or not math.isfinite(rate):
         raise ConfigError(f"RAPPORT_CHURN_DISCOUNT_RATE={raw_rate!r}: give a yearly rate from "
                           f"0 to 1 (0.1 = 10 % a year)")
-    return ChurnSettings(int(raw_months), rate)
+    model = str(extra.get("RAPPORT_CHURN_MODEL", "auto")).strip().lower()
+    if model not in MODEL_CHOICES:
+        raise ConfigError(f"RAPPORT_CHURN_MODEL={model!r}: give one of "
+                          f"{', '.join(MODEL_CHOICES)}")
+    return ChurnSettings(int(raw_months), rate, model)
 
 
 def churn_settings() -> ChurnSettings:
@@ -155,9 +178,10 @@ def _aware(when: dt.datetime | None) -> dt.datetime:
 def _checked_fit_args(time_unit: str, classifier: str, horizon_days: int) -> TimeUnit:
     if time_unit not in {u.value for u in TimeUnit}:
         raise InvalidModelData(f"time unit must be day or week (got {time_unit!r})", "timeUnit")
-    if classifier not in KINDS:
-        raise InvalidModelData(f"unknown classifier {classifier!r}; one of {', '.join(KINDS)}",
-                               "classifier")
+    if classifier not in classifiers.KINDS:
+        raise InvalidModelData(
+            f"unknown classifier {classifier!r}; one of {', '.join(classifiers.KINDS)}",
+            "classifier")
     if not isinstance(horizon_days, int) or not 1 <= horizon_days <= MAX_HORIZON_DAYS:
         raise InvalidModelData(f"the horizon must be from 1 to {MAX_HORIZON_DAYS} days "
                                f"(got {horizon_days!r})", "horizonDays")
@@ -214,20 +238,23 @@ def _training_share(t0: dt.datetime) -> tuple[int, float]:
     return population, min(1.0, MAX_TRAINING_ROWS / max(population, 1))
 
 
-def _training_set(spec: features.FeatureSpec, as_of: dt.datetime, bgnbd_t0: BGNBDParams,
-                  summaries_t0: _Summaries, chunk_size: int, population: int, share: float,
+def _training_set(spec: features.FeatureSpec, as_of: dt.datetime,
+                  bgnbd_t0: BGNBDParams | None, summaries_t0: _Summaries | None,
+                  chunk_size: int, population: int, share: float,
                   progress: Progress | None) -> _TrainingSet:
     """Features as of ``spec.as_of`` (t0) of the customers existing and not churned then
-    (the ``share`` sample of them), with 1 - P(alive) as of t0 and the label churned in
-    (t0, as_of]."""
+    (the ``share`` sample of them), with 1 - P(alive) as of t0 when there is a BG/NBD
+    model (``bgnbd_t0``), and the label churned in (t0, as_of]."""
     t0 = spec.as_of
     excluded = np.unique(np.asarray(db.session.scalars(_churned_at(t0)).all(), np.int64))
     positive = np.unique(np.asarray(db.session.scalars(select(ChurnRecord.customer_id).where(
         ChurnRecord.churned_at > t0, ChurnRecord.churned_at <= as_of)).all(), np.int64))
-    alive_t0 = btyd.probability_alive(bgnbd_t0, summaries_t0.frequency, summaries_t0.recency,
-                                      summaries_t0.T)
-    order = np.argsort(summaries_t0.customer_ids)
-    summary_ids, alive_t0 = summaries_t0.customer_ids[order], alive_t0[order]
+    summary_ids = alive_t0 = np.empty(0)
+    if bgnbd_t0 is not None and summaries_t0 is not None:
+        alive_t0 = btyd.probability_alive(bgnbd_t0, summaries_t0.frequency,
+                                          summaries_t0.recency, summaries_t0.T)
+        order = np.argsort(summaries_t0.customer_ids)
+        summary_ids, alive_t0 = summaries_t0.customer_ids[order], alive_t0[order]
     names = features.feature_names(spec)
     rows: list[np.ndarray] = []
     ids: list[np.ndarray] = []
@@ -238,17 +265,76 @@ def _training_set(spec: features.FeatureSpec, as_of: dt.datetime, bgnbd_t0: BGNB
         chunk_ids = chunk.customer_ids
         keep = ~np.isin(chunk_ids, excluded)
         values = chunk.values[keep]
-        alive = _lookup(summary_ids, alive_t0, chunk_ids[keep])
-        X, full_names = with_dropout_feature(values, names, alive)
-        rows.append(X)
+        if bgnbd_t0 is not None:
+            alive = _lookup(summary_ids, alive_t0, chunk_ids[keep])
+            values, _ = classifiers.with_dropout_feature(values, names, alive)
+        rows.append(values)
         ids.append(chunk_ids[keep])
         if progress:
             progress(done, max(expected, done))
     all_ids = np.concatenate(ids) if ids else np.empty(0, np.int64)
-    X = np.vstack(rows) if rows else np.empty((0, len(names) + 1))
+    extra = ("btyd_dropout_probability",) if bgnbd_t0 is not None else ()
+    X = np.vstack(rows) if rows else np.empty((0, len(names) + len(extra)))
     y = np.isin(all_ids, positive).astype(float)
-    return _TrainingSet(X, y, _start_dates(all_ids), (*names, "btyd_dropout_probability"),
-                        population)
+    return _TrainingSet(X, y, _start_dates(all_ids), (*names, *extra), population)
+
+
+def _backtest(params: BGNBDParams, summaries: _Summaries, t0: dt.datetime,
+              as_of: dt.datetime, unit: TimeUnit) -> dict[str, Any]:
+    """BG/NBD fitted as of t0 against the purchase days of (t0, as_of] (validation.py)."""
+    from plugins.churn import validation
+
+    order = np.argsort(summaries.customer_ids)
+    ids = summaries.customer_ids[order]
+    actual, by_week = validation.holdout_purchase_days(ids, t0, as_of)
+    return validation.backtest(params, summaries.frequency[order], summaries.recency[order],
+                               summaries.T[order], actual, by_week,
+                               (as_of - t0).total_seconds() / 86400.0,
+                               7.0 if unit == TimeUnit.WEEK else 1.0)
+
+
+def _choose_model(setting: str, summaries: _Summaries, as_of: dt.datetime) -> str:
+    """RAPPORT_CHURN_MODEL resolved: ``auto`` is sBG when customers carry renewal periods
+    and nobody has a purchase, BG/NBD otherwise."""
+    if setting != MODEL_AUTO:
+        return setting
+    if len(summaries.customer_ids):
+        return MODEL_BGNBD
+    has_periods = db.session.scalar(select(Customer.id).where(
+        Customer.tenure_periods.is_not(None), features._existing_by(as_of)).limit(1))
+    return MODEL_SBG if has_periods is not None else MODEL_BGNBD
+
+
+def _fit_sbg(as_of: dt.datetime, notes: list[str]) -> dict[str, Any]:
+    """One sBG fit per renewal period length (month, year) from the customers existing by
+    ``as_of`` that carry ``tenure_periods``: churned = churned at ``as_of``. A period that
+    cannot be fitted maps to the reason (also added to ``notes``)."""
+    from plugins.churn import sbg
+
+    churned = _churned_at(as_of).subquery()
+    rows = db.session.execute(select(
+        func.coalesce(Customer.period, "month"), Customer.tenure_periods,
+        Customer.id.in_(select(churned.c.customer_id))).where(
+        Customer.tenure_periods.is_not(None), features._existing_by(as_of))).all()
+    if not rows:
+        notes.append("no sBG model: no customer carries tenure_periods")
+        return {}
+    fits: dict[str, Any] = {}
+    for period in sorted({r[0] for r in rows}):
+        tenure = np.asarray([r[1] for r in rows if r[0] == period], dtype=np.int64)
+        left = np.asarray([bool(r[2]) for r in rows if r[0] == period])
+        unusable = left & (tenure < 1)
+        if unusable.any():
+            notes.append(f"sBG ({period}): {int(unusable.sum())} churned customers with 0 "
+                         f"completed periods left out (churn happens at a period's end)")
+        try:
+            fitted = sbg.fit_sbg(tenure[~unusable], left[~unusable], period)  # type: ignore[arg-type]
+        except ChurnModelError as exc:
+            fits[period] = exc.errors[0].message
+            notes.append(f"no sBG model for {period}ly renewals: {exc.errors[0].message}")
+            continue
+        fits[period] = fitted.to_dict()
+    return fits
 
 
 def _start_dates(customer_ids: np.ndarray) -> np.ndarray:
@@ -291,11 +377,13 @@ def fit_models(as_of: dt.datetime | None = None, time_unit: str = "day",
                classifier: str = "logistic", horizon_days: int = 90,
                progress: Progress | None = None, *,
                chunk_size: int = features.DEFAULT_CHUNK) -> ChurnModelVersion:
-    """Fit BG/NBD, Gamma-Gamma and (with enough churn records) the classifier as of
-    ``as_of``; store them as the new active model version (module docstring).
+    """Fit the models the data allow as of ``as_of`` and store them as the new active
+    model version (module docstring): sBG when RAPPORT_CHURN_MODEL resolves to it; BG/NBD
+    and Gamma-Gamma when there are purchases; the classifier with enough churn records. A
+    part that cannot be fitted is skipped with the reason in the notes.
 
-    Raises ``InvalidModelData`` (bad arguments), ``InsufficientData`` (too few customers or
-    no repeat buyer for BG/NBD) and ``FitNotConverged``; nothing is stored then.
+    Raises ``InvalidModelData`` (bad arguments) and ``InsufficientData`` when no part at all
+    could be fitted; nothing is stored then.
     """
     unit = _checked_fit_args(time_unit, classifier, horizon_days)
     calibration = _aware(as_of)
@@ -304,28 +392,57 @@ def fit_models(as_of: dt.datetime | None = None, time_unit: str = "day",
     notes: list[str] = []
     features.refresh_statistics(calibration)
     summaries = _Summaries.collect(calibration, unit, chunk_size)
-    bgnbd = _fit_bgnbd(summaries, unit, calibration.isoformat())
-    gamma_gamma, why = _fit_gamma_gamma(summaries)
-    if why:
-        notes.append(why)
-    elif gamma_gamma is not None and gamma_gamma.warning:
-        notes.append(gamma_gamma.warning)
+    chosen = _choose_model(churn_settings().model, summaries, calibration)
+    bgnbd: BGNBDParams | None = None
+    gamma_gamma: GammaGammaParams | None = None
+    sbg_fits: dict[str, Any] = {}
+    if chosen == MODEL_SBG:
+        sbg_fits = _fit_sbg(calibration, notes)
+    if len(summaries.customer_ids):
+        # Purchases exist: BG/NBD and Gamma-Gamma describe them, whatever the model kind.
+        try:
+            bgnbd = _fit_bgnbd(summaries, unit, calibration.isoformat())
+        except (InsufficientData, FitNotConverged) as exc:
+            notes.append(f"no BG/NBD model: {exc.errors[0].message}")
+        if bgnbd is not None:
+            gamma_gamma, why = _fit_gamma_gamma(summaries)
+            if why:
+                notes.append(why)
+            elif gamma_gamma is not None and gamma_gamma.warning:
+                notes.append(gamma_gamma.warning)
+        else:
+            notes.append("no Gamma-Gamma model, so no purchase CLV: it needs BG/NBD")
+    else:
+        notes.append("no BG/NBD or Gamma-Gamma model: no customer has a purchase in "
+                     f"{rapport().settings.base_currency} by {calibration.isoformat()}")
 
     t0 = calibration - dt.timedelta(days=horizon_days)
     spec = features.feature_spec(t0)
     trained: ChurnClassifier | None = None
     training: dict[str, Any] = {"as_of": t0.isoformat(), "horizon_days": horizon_days}
     metrics: dict[str, Any] = {}
+    with_dropout = bgnbd is not None
     try:
         population, share = _training_share(t0)
-        summaries_t0 = _Summaries.collect(t0, unit, chunk_size, share)
-        bgnbd_t0 = _fit_bgnbd(summaries_t0, unit, t0.isoformat())
+        bgnbd_t0: BGNBDParams | None = None
+        summaries_t0: _Summaries | None = None
+        if with_dropout:
+            summaries_t0 = _Summaries.collect(t0, unit, chunk_size, share)
+            try:
+                bgnbd_t0 = _fit_bgnbd(summaries_t0, unit, t0.isoformat())
+            except (InsufficientData, FitNotConverged) as exc:
+                # The classifier still learns from the other features.
+                with_dropout = False
+                notes.append(f"the classifier has no 1 - P(alive) feature: "
+                             f"{exc.errors[0].message}")
+        if bgnbd_t0 is not None and summaries_t0 is not None:
+            metrics["validation"] = _backtest(bgnbd_t0, summaries_t0, t0, calibration, unit)
         data = _training_set(spec, calibration, bgnbd_t0, summaries_t0, chunk_size,
                              population, share, progress)
         training.update(customers=data.population, labelled=len(data.y),
                         churned=int(data.y.sum()))
-        result = train_classifier(data.X, data.names, data.y, kind=classifier,
-                                  label_dates=data.dates, trained_at=utcnow())
+        result = classifiers.train_classifier(data.X, data.names, data.y, kind=classifier,
+                                              label_dates=data.dates, trained_at=utcnow())
         trained = result.classifier
         metrics["classifier"] = {
             "kind": classifier, "trained_at": trained.trained_at.isoformat(),
@@ -333,22 +450,35 @@ def fit_models(as_of: dt.datetime | None = None, time_unit: str = "day",
             "time_validation": _metrics_dict(trained.time_validation),
             "notes": list(trained.notes)}
     except (InsufficientData, FitNotConverged) as exc:
-        notes.append(f"no classifier, risk = 1 - P(alive): {exc.errors[0].message}")
-    metrics.update(training=training, notes=notes,
-                   bgnbd={"log_likelihood": bgnbd.log_likelihood,
-                          "n_customers": bgnbd.n_customers,
-                          "n_repeat_buyers": bgnbd.n_repeat_buyers,
-                          "converged": bgnbd.optimiser.converged})
+        fallback = ("1 - P(alive)" if bgnbd is not None else
+                    "the sBG churn probability of the next renewal" if sbg_fits else "none")
+        notes.append(f"no classifier, risk = {fallback}: {exc.errors[0].message}")
+    if bgnbd is None and trained is None and not any(
+            isinstance(f, dict) for f in sbg_fits.values()):
+        # Nothing at all to score with: say why rather than store an empty model.
+        raise InsufficientData("no churn model could be fitted: " + "; ".join(notes))
+    metrics.update(training=training, notes=notes, model=chosen)
+    if bgnbd is not None:
+        metrics["bgnbd"] = {"log_likelihood": bgnbd.log_likelihood,
+                            "n_customers": bgnbd.n_customers,
+                            "n_repeat_buyers": bgnbd.n_repeat_buyers,
+                            "converged": bgnbd.optimiser.converged}
     if gamma_gamma is not None:
         metrics["gamma_gamma"] = {"log_likelihood": gamma_gamma.log_likelihood,
                                   "n_customers": gamma_gamma.n_customers,
                                   "frequency_monetary_correlation":
                                       gamma_gamma.frequency_monetary_correlation}
-    params = {"bgnbd": bgnbd.to_dict(),
+    params = {"model": chosen, "bgnbd": bgnbd.to_dict() if bgnbd else None,
               "gamma_gamma": gamma_gamma.to_dict() if gamma_gamma else None,
+              "sbg": sbg_fits or None, "dropout_feature": with_dropout,
               "feature_spec": spec.to_json(), "horizon_days": horizon_days,
               "classifier": trained.kind if trained else None}
-    kind = trained.kind if trained else ("bgnbd+gg" if gamma_gamma else "bgnbd")
+    if trained:
+        kind = trained.kind
+    elif chosen == MODEL_SBG:
+        kind = "sbg"
+    else:
+        kind = "bgnbd+gg" if gamma_gamma else "bgnbd"
     with transaction():
         db.session.execute(update(ChurnModelVersion).where(ChurnModelVersion.active.is_(True))
                            .values(active=False))
@@ -357,6 +487,9 @@ def fit_models(as_of: dt.datetime | None = None, time_unit: str = "day",
             feature_names=list(trained.feature_names) if trained else [],
             artifact=trained.to_bytes(key=_key()) if trained else None, active=True)
         db.session.add(version)
+        db.session.flush()
+        changes.record(None, [], {"modelVersion": [None, version.id], "kind": [None, kind],
+                                  "asOf": [None, calibration]})
     return version
 
 
@@ -370,10 +503,12 @@ def _key() -> bytes:
 @dataclass
 class LoadedModel:
     version: ChurnModelVersion
-    bgnbd: BGNBDParams
+    bgnbd: BGNBDParams | None
     gamma_gamma: GammaGammaParams | None
     spec: features.FeatureSpec
     classifier: ChurnClassifier | None
+    #: (alpha, beta) of the sBG fit per renewal period length, when the model has one.
+    sbg: dict[str, tuple[float, float]] = field(default_factory=dict)
 
     @property
     def time_unit(self) -> TimeUnit:
@@ -390,14 +525,7 @@ def load_active_model() -> LoadedModel:
     version = active_version()
     if version is None:
         raise NoModel("no churn model is fitted yet: run `rapport churn fit` first")
-    params = version.params
-    gg = params.get("gamma_gamma")
-    return LoadedModel(
-        version=version, bgnbd=BGNBDParams.from_dict(params["bgnbd"]),
-        gamma_gamma=GammaGammaParams.from_dict(gg) if gg else None,
-        spec=features.FeatureSpec.from_json(params["feature_spec"]),
-        classifier=ChurnClassifier.from_bytes(version.artifact, key=_key())
-        if version.artifact else None)
+    return load_model(version)
 
 
 # --- Scoring ----------------------------------------------------------------------------------
@@ -475,7 +603,7 @@ def score_chunk(model: LoadedModel, table: np.ndarray, summary: np.ndarray,
     alive = np.full(len(ids), np.nan)
     aov = np.full(len(ids), np.nan)
     clv = np.full(len(ids), np.nan)
-    if bought.any():
+    if bought.any() and model.bgnbd is not None:
         xb, txb, ab = x[bought], tx[bought], age[bought]
         alive[bought] = btyd.probability_alive(model.bgnbd, xb, txb, ab)
         if model.gamma_gamma is not None:
@@ -489,15 +617,17 @@ def score_chunk(model: LoadedModel, table: np.ndarray, summary: np.ndarray,
     factors: list[list[dict[str, Any]]]
     if model.classifier is not None:
         names = features.feature_names(spec)
-        X, _ = with_dropout_feature(table[:, 1:], names, alive)
+        X = table[:, 1:]
+        if tuple(model.classifier.feature_names)[-1:] == (classifiers.DROPOUT_FEATURE,):
+            X, _ = classifiers.with_dropout_feature(X, names, alive)
         supervised = model.classifier.predict_risk(X)
         explained = model.classifier.explain(X)
         factor_index, factor_value = explained.top_indices(TOP_FACTORS)
         factor_value = np.round(factor_value, 6)
         factor_names = tuple(explained.feature_names)
-        risk, _ = churn_risk(np.where(bought, alive, 1.0), supervised)
+        risk, _ = classifiers.churn_risk(_base_alive(model, table, bought, alive), supervised)
     else:
-        risk, _ = churn_risk(np.where(bought, alive, 1.0))
+        risk, _ = classifiers.churn_risk(_base_alive(model, table, bought, alive))
         factor_index = np.empty((len(ids), 0), dtype=np.intp)
         factor_value = np.empty((len(ids), 0))
         factor_names = ()
@@ -507,6 +637,22 @@ def score_chunk(model: LoadedModel, table: np.ndarray, summary: np.ndarray,
     priority = risk * np.nan_to_num(clv) if model.gamma_gamma is not None else risk.copy()
     return ScoredChunk(ids, risk, alive, x, tx, age, aov, clv, priority, factor_index,
                        factor_value, factor_names)
+
+
+def _base_alive(model: LoadedModel, table: np.ndarray, bought: np.ndarray,
+                alive: np.ndarray) -> np.ndarray:
+    """P(alive) where BG/NBD gives one; for subscribers of an sBG model the probability
+    of renewing at the end of the current period, (beta + n) / (alpha + beta + n); else 1."""
+    base = np.where(bought & ~np.isnan(alive), alive, 1.0)
+    if model.sbg and model.spec.contract:
+        names = features.feature_names(model.spec)
+        tenure = table[:, 1 + names.index("tenure_periods")]
+        known = table[:, 1 + names.index("tenure_periods_missing")] == 0
+        yearly = table[:, 1 + names.index("period_year")] == 1
+        for period, (a, b) in model.sbg.items():
+            rows = known & (yearly if period == "year" else ~yearly) & ~(bought & ~np.isnan(alive))
+            base[rows] = (b + tenure[rows]) / (a + b + tenure[rows])
+    return base
 
 
 def _nullable(value: float) -> float | None:
@@ -525,20 +671,8 @@ def _score_rows(chunk: ScoredChunk, version_id: int, now: dt.datetime
             for i, cid in enumerate(chunk.customer_ids)]
 
 
-_UPDATED = ("scored_at", "risk", "p_alive", "frequency", "recency", "T", "expected_aov",
-            "clv", "priority", "top_factors")
 _COPIED = ("customer_id", "model_version_id", "scored_at", "risk", "p_alive", "frequency",
            "recency", "T", "expected_aov", "clv", "priority", "top_factors")
-
-
-def _upsert_sqlite(chunk: ScoredChunk, version_id: int, now: dt.datetime) -> None:
-    """One set-based INSERT ... ON CONFLICT (customer, version) DO UPDATE for the chunk."""
-    table = ChurnScore.__table__
-    stmt = sqlite_insert(table)
-    stmt = stmt.on_conflict_do_update(
-        index_elements=["customer_id", "model_version_id"],
-        set_={name: stmt.excluded[name] for name in _UPDATED})
-    db.session.execute(stmt, _score_rows(chunk, version_id, now))
 
 
 def _text_cells(values: np.ndarray, integer: bool = False) -> list[str]:
@@ -548,24 +682,15 @@ def _text_cells(values: np.ndarray, integer: bool = False) -> list[str]:
     return ["\\N" if v != v else repr(v) for v in values.tolist()]
 
 
-def _copy_block(chunk: ScoredChunk, version_id: int, now: dt.datetime) -> str:
-    """The chunk's scores as COPY text, built column by column."""
-    n = len(chunk.customer_ids)
-    factors = [f.replace("\\", "\\\\") for f in chunk.top_factors_json()]
-    columns = [
-        [str(v) for v in chunk.customer_ids.tolist()], [str(version_id)] * n,
-        [now.isoformat()] * n, _text_cells(chunk.risk), _text_cells(chunk.p_alive),
-        _text_cells(chunk.frequency, integer=True), _text_cells(chunk.recency),
-        _text_cells(chunk.T), _text_cells(chunk.expected_aov), _text_cells(chunk.clv),
-        _text_cells(chunk.priority), factors]
-    return "".join("\t".join(row) + "\n" for row in zip(*columns))
+_STAGED = ("run_id", "customer_id", "risk", "p_alive", "frequency", "recency", "T",
+           "expected_aov", "clv", "priority", "top_factors")
+_STAGING_COPY = ("COPY churn_score_staging (" + ", ".join(f'"{c}"' for c in _STAGED)
+                 + ") FROM STDIN")
 
 
-def _copy_in(driver: Any, block: str) -> None:
-    """COPY a block into churn_scores on the run's own connection (its transaction)."""
-    quoted = ", ".join(f'"{c}"' for c in _COPIED)
-    with driver.cursor() as cursor, cursor.copy(
-            f"COPY churn_scores ({quoted}) FROM STDIN") as copy:
+def _copy_in(driver: Any, sql: str, block: str) -> None:
+    """COPY a block on the chunk's own connection (its transaction)."""
+    with driver.cursor() as cursor, cursor.copy(sql) as copy:
         copy.write(block)
 
 
@@ -576,14 +701,15 @@ class _Writer:
     the session: the scoring loop runs no query then (``customer_chunks`` reads its ids
     up front, the read-ahead has its own connection)."""
 
-    def __init__(self) -> None:
+    def __init__(self, sql: str) -> None:
+        self.sql = sql
         self.driver = db.session.connection().connection.driver_connection
         self.pool = ThreadPoolExecutor(1, thread_name_prefix="churn-score-writer")
         self.pending: Future[None] | None = None
 
     def write(self, block: str) -> None:
         self.wait()
-        self.pending = self.pool.submit(_copy_in, self.driver, block)
+        self.pending = self.pool.submit(_copy_in, self.driver, self.sql, block)
 
     def wait(self) -> None:
         if self.pending is not None:
@@ -602,48 +728,224 @@ def count_scorable(now: dt.datetime) -> int:
         features._existing_by(now))) or 0
 
 
-def score_customers(chunk_size: int = DEFAULT_SCORE_CHUNK, progress: Progress | None = None
-                    ) -> ScoreSummary:
-    """Score every non-erased customer with the active model (module docstring).
+#: An open run of the CLI (no job to ask about) counts as abandoned after this long.
+CLI_RUN_ABANDONED_AFTER = dt.timedelta(hours=1)
+MAX_SCORE_PARTS = 256
 
-    Raises ``NoModel`` without an active model version, ``FeaturesChanged`` when the
-    installed plugins no longer give the columns the classifier was trained on, and
-    ``ModelFormatError`` for a stored classifier that cannot be read back.
-    """
+
+class ScoringInProgress(ChurnModelError):
+    code = ChurnErrorCode.SCORING_IN_PROGRESS
+
+
+class ScoringRunClosed(ChurnModelError):
+    code = ChurnErrorCode.SCORING_RUN_CLOSED
+
+
+@dataclass
+class ScoringPlan:
+    """A run opened by ``plan_scoring``: score each id range (``score_range``), then
+    ``publish_run``."""
+
+    run_id: int
+    model_version: int
+    scored_at: dt.datetime
+    customers: int
+    #: (after, up_to]: contiguous ranges of customer ids, about the same count in each.
+    ranges: list[features.IdRange]
+    #: Customers in each range (as planned).
+    sizes: list[int]
+
+
+@dataclass
+class RangeTotals:
+    """What one chunk scored (a chunk job's result)."""
+
+    customers: int = 0
+    with_purchases: int = 0
+    high_risk: int = 0
+    risk_sum: float = 0.0
+    clv_sum: float = 0.0
+
+    def to_json(self) -> dict[str, Any]:
+        return {"customers": self.customers, "withPurchases": self.with_purchases,
+                "highRisk": self.high_risk, "riskSum": self.risk_sum, "clvSum": self.clv_sum}
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> RangeTotals:
+        return cls(int(data["customers"]), int(data["withPurchases"]), int(data["highRisk"]),
+                   float(data["riskSum"]), float(data["clvSum"]))
+
+
+def load_model(version: ChurnModelVersion) -> LoadedModel:
+    params = version.params
+    gg = params.get("gamma_gamma")
+    return LoadedModel(
+        version=version,
+        bgnbd=BGNBDParams.from_dict(params["bgnbd"]) if params.get("bgnbd") else None,
+        sbg={period: (fit["alpha"], fit["beta"]) for period, fit in
+             (params.get("sbg") or {}).items() if isinstance(fit, dict)},
+        gamma_gamma=GammaGammaParams.from_dict(gg) if gg else None,
+        spec=features.FeatureSpec.from_json(params["feature_spec"]),
+        classifier=classifiers.ChurnClassifier.from_bytes(version.artifact, key=_key())
+        if version.artifact else None)
+
+
+def _check_features(model: LoadedModel, now: dt.datetime) -> None:
+    if model.classifier is not None:
+        dropout = (("btyd_dropout_probability",)
+                   if model.version.params.get("dropout_feature", True) else ())
+        expected = (*features.feature_names(model.spec.at(now)), *dropout)
+        if tuple(model.classifier.feature_names) != expected:
+            raise FeaturesChanged(
+                "the installed plugins give other churn features than the model was "
+                "trained on: run `rapport churn fit` again")
+
+
+def _close_abandoned_runs(now: dt.datetime) -> None:
+    """An open run whose job ended (or whose CLI process is long gone) will never publish:
+    fail it, so it no longer blocks the next run."""
+    from core.job_tables import FINISHED, Job
+
+    for run in db.session.scalars(select(ChurnScoreRun).where(
+            ChurnScoreRun.status == ScoringRunStatus.OPEN).with_for_update()):
+        if run.job_id is not None:
+            status = db.session.scalar(select(Job.status).where(Job.id == run.job_id))
+            gone = status is None or status in FINISHED
+        else:
+            gone = now - run.created_at > CLI_RUN_ABANDONED_AFTER
+        if gone:
+            run.status, run.finished_at = ScoringRunStatus.FAILED, now
+            run.message = "abandoned: its job or process ended before publishing"
+
+
+def split_ids(ids: np.ndarray, parts: int, batch: int) -> list[tuple[features.IdRange, int]]:
+    """Up to ``parts`` contiguous (after, up_to] ranges of ``ids`` (ascending), with their
+    counts, each made of whole batches of ``batch`` ids counted from the first id.
+
+    Whole batches make a split run equal a one-chunk run to the last bit: every customer
+    is scored in the same batch of customers either way, and the classifier's matrix
+    products round differently for a row in a batch of another shape (1 ulp, measured)."""
+    if not len(ids):
+        return []
+    batches = -(-len(ids) // batch)
+    ranges, after = [], int(ids[0]) - 1
+    for group in np.array_split(np.arange(batches), min(parts, batches)):
+        first, last = int(group[0]) * batch, min((int(group[-1]) + 1) * batch, len(ids))
+        ranges.append(((after, int(ids[last - 1])), last - first))
+        after = int(ids[last - 1])
+    return ranges
+
+
+def plan_scoring(parts: int = 1, job_id: int | None = None,
+                 chunk_size: int = DEFAULT_SCORE_CHUNK,
+                 as_of: dt.datetime | None = None) -> ScoringPlan:
+    """Open a scoring run with the active model: fix its clock and split the scorable
+    customers into ``parts`` id ranges of whole ``chunk_size`` batches (``split_ids``).
+
+    Raises ``NoModel``, ``FeaturesChanged``, ``ModelFormatError``, and ``ScoringInProgress``
+    while another run is open (one at a time: two runs' chunks would only slow each
+    other down, and the later publish would win anyway)."""
+    if not isinstance(parts, int) or not 1 <= parts <= MAX_SCORE_PARTS:
+        raise InvalidModelData(f"the number of chunks must be from 1 to {MAX_SCORE_PARTS}",
+                               "chunks")
+    features.refresh_statistics(utcnow())
+    try:
+        with transaction():
+            model = load_active_model()
+            # Scored as of a past date (``as_of``): features and BTYD summaries from the
+            # facts dated by then; the run's clock is that date.
+            now = _scoring_moment(as_of, model)
+            _check_features(model, now)
+            _close_abandoned_runs(utcnow())
+            busy = db.session.scalars(select(ChurnScoreRun).where(
+                ChurnScoreRun.status == ScoringRunStatus.OPEN)).first()
+            if busy is not None:
+                raise ScoringInProgress(
+                    f"scoring run {busy.id} (started {busy.created_at:%Y-%m-%d %H:%M} UTC) "
+                    f"is still open: wait for it to finish, or cancel its job")
+            ids = features.fetch_matrix(select(Customer.id).where(
+                features._existing_by(now)).order_by(Customer.id))[:, 0]
+            split = split_ids(ids, parts, chunk_size)
+            run = ChurnScoreRun(model_version_id=model.version.id,
+                                status=ScoringRunStatus.OPEN, scored_at=now,
+                                chunks=len(split), job_id=job_id)
+            db.session.add(run)
+            db.session.flush()
+            return ScoringPlan(run.id, model.version.id, now, len(ids),
+                               [r for r, _ in split], [n for _, n in split])
+    except IntegrityError:
+        # Another run opened between our look and our insert (the unique open index).
+        raise ScoringInProgress("another scoring run was opened at the same moment: wait "
+                                "for it to finish") from None
+
+
+def _scoring_moment(as_of: dt.datetime | None, model: LoadedModel) -> dt.datetime:
+    if as_of is None:
+        return utcnow()
+    moment = _aware(as_of)
+    if moment > utcnow() + dt.timedelta(minutes=5):
+        raise InvalidModelData("the scoring date is in the future", "asOf")
+    return moment
+
+
+def _open_run(run_id: int) -> ChurnScoreRun:
+    run = db.session.get(ChurnScoreRun, run_id)
+    if run is None or run.status is not ScoringRunStatus.OPEN:
+        raise ScoringRunClosed(f"scoring run {run_id} is no longer open "
+                               f"({run.status.value if run else 'unknown'}"
+                               f"{': ' + run.message if run and run.message else ''})")
+    return run
+
+
+def _stage_copy_block(chunk: ScoredChunk, run_id: int) -> str:
+    """The chunk's staged rows as COPY text, built column by column."""
+    n = len(chunk.customer_ids)
+    factors = [f.replace("\\", "\\\\") for f in chunk.top_factors_json()]
+    columns = [
+        [str(run_id)] * n, [str(v) for v in chunk.customer_ids.tolist()],
+        _text_cells(chunk.risk), _text_cells(chunk.p_alive),
+        _text_cells(chunk.frequency, integer=True), _text_cells(chunk.recency),
+        _text_cells(chunk.T), _text_cells(chunk.expected_aov), _text_cells(chunk.clv),
+        _text_cells(chunk.priority), factors]
+    return "".join("\t".join(row) + "\n" for row in zip(*columns))
+
+
+def _stage_rows(chunk: ScoredChunk, run_id: int) -> list[dict[str, Any]]:
+    return [{**{k: v for k, v in row.items() if k not in ("model_version_id", "scored_at")},
+             "run_id": run_id} for row in _score_rows(chunk, 0, utcnow())]
+
+
+def score_range(run_id: int, id_range: features.IdRange,
+                chunk_size: int = DEFAULT_SCORE_CHUNK, progress: Progress | None = None,
+                expected: int | None = None) -> RangeTotals:
+    """Score the customers of one id range of an open run into its staging rows, in one
+    transaction of its own. Chunks of a run share no lock: each writes only its own
+    range's rows of a table without foreign keys, and reads the run row without locking
+    it. Running a range again (a retried job) replaces what it wrote. ``expected``: the
+    range's customer count from the plan (for progress)."""
     if not isinstance(chunk_size, int) or not 100 <= chunk_size <= 200_000:
         raise InvalidModelData("the chunk size must be from 100 to 200,000 customers",
                                "chunkSize")
     settings = churn_settings()
-    features.refresh_statistics(utcnow())
+    totals = RangeTotals()
     with transaction():
+        run = _open_run(run_id)
+        version = db.session.get(ChurnModelVersion, run.model_version_id)
+        assert version is not None
+        model = load_model(version)
+        now = run.scored_at
         postgresql = db.session.get_bind().dialect.name == "postgresql"
-        if postgresql:
-            # One scoring run at a time (a second waits for the first to commit), taken
-            # before reading the active model: a run that waited scores the newest one.
-            db.session.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": _SCORE_LOCK})
-        model = load_active_model()
-        now = utcnow()
-        if model.classifier is not None:
-            expected = (*features.feature_names(model.spec.at(now)),
-                        "btyd_dropout_probability")
-            if tuple(model.classifier.feature_names) != expected:
-                raise FeaturesChanged(
-                    "the installed plugins give other churn features than the model was "
-                    "trained on: run `rapport churn fit` again")
-        summary = ScoreSummary(model_version=model.version.id, scored_at=now)
-        if postgresql:
-            # This version's earlier scores go first, so each chunk is a plain COPY.
-            # Readers keep seeing the previous scores until the run commits.
-            db.session.execute(delete(ChurnScore).where(
-                ChurnScore.model_version_id == model.version.id))
-        total = count_scorable(now)
-        risk_sum = 0.0
-        clv_sum = 0.0
+        staged = ChurnScoreStaging.__table__
+        db.session.execute(delete(staged).where(
+            staged.c.run_id == run_id, staged.c.customer_id > id_range[0],
+            staged.c.customer_id <= id_range[1]))
+        chunks = list(features.customer_chunks(now, chunk_size, within=id_range))
+        if progress and expected is None:
+            expected = _range_size(now, id_range)
         if progress:
-            progress(0, total)
-        jobs = ((id_range, chunk_statements(model, customers, id_range, now))
-                for customers, id_range in features.customer_chunks(now, chunk_size))
-        writer = _Writer() if postgresql else None
+            progress(0, expected or 0)
+        jobs = ((r, chunk_statements(model, customers, r, now)) for customers, r in chunks)
+        writer = _Writer(_STAGING_COPY) if postgresql else None
         try:
             for _, (table, summary_matrix) in features.matrices_ahead(
                     jobs, before_session=writer.wait if writer is not None else None):
@@ -651,29 +953,143 @@ def score_customers(chunk_size: int = DEFAULT_SCORE_CHUNK, progress: Progress | 
                 if chunk is None:
                     continue
                 if writer is not None:
-                    writer.write(_copy_block(chunk, model.version.id, now))
+                    writer.write(_stage_copy_block(chunk, run_id))
                 else:
-                    _upsert_sqlite(chunk, model.version.id, now)
-                summary.customers += len(chunk.customer_ids)
-                summary.with_purchases += int((~np.isnan(chunk.frequency)).sum())
-                summary.high_risk += int((chunk.risk >= 0.5).sum())
-                risk_sum += float(chunk.risk.sum())
-                clv_sum += float(np.nansum(chunk.clv))
+                    db.session.execute(staged.insert(), _stage_rows(chunk, run_id))
+                totals.customers += len(chunk.customer_ids)
+                totals.with_purchases += int((~np.isnan(chunk.frequency)).sum())
+                totals.high_risk += int((chunk.risk >= 0.5).sum())
+                totals.risk_sum += float(chunk.risk.sum())
+                totals.clv_sum += float(np.nansum(chunk.clv))
                 if progress:
-                    progress(summary.customers, max(total, summary.customers))
+                    progress(totals.customers, max(expected or 0, totals.customers))
         finally:
             if writer is not None:
                 writer.close()
-        result = db.session.execute(delete(ChurnScore).where(
-            ChurnScore.model_version_id != model.version.id))
-        summary.removed_old_scores = result.rowcount  # type: ignore[attr-defined]
+        db.session.expire(run)
+        _open_run(run_id)  # cancelled or failed meanwhile: roll our rows back
+    return totals
+
+
+def _range_size(now: dt.datetime, id_range: features.IdRange) -> int:
+    return db.session.scalar(select(func.count()).select_from(Customer).where(
+        features._existing_by(now), Customer.id > id_range[0],
+        Customer.id <= id_range[1])) or 0
+
+
+def publish_run(run_id: int, chunk_totals: list[RangeTotals]) -> ScoreSummary:
+    """Make an open run's scores the current ones, in one transaction: readers see the
+    previous run's scores until it commits, then all of this one's.
+
+    The staged rows must number what the chunks reported (a database crash empties the
+    unlogged staging table): otherwise the run fails and nothing changes."""
+    with transaction():
+        postgresql = db.session.get_bind().dialect.name == "postgresql"
+        if postgresql:
+            # Publishing steps run one at a time (a second waits for the first to commit);
+            # chunks never take this lock.
+            db.session.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": _SCORE_LOCK})
+        run = _open_run(run_id)
+        db.session.refresh(run, with_for_update=True)
+        if run.status is not ScoringRunStatus.OPEN:
+            raise ScoringRunClosed(f"scoring run {run_id} is no longer open")
+        version_id, now = run.model_version_id, run.scored_at
+        version = db.session.get(ChurnModelVersion, version_id)
+        assert version is not None
+        reported = sum(t.customers for t in chunk_totals)
+        staged = ChurnScoreStaging.__table__
+        found = db.session.scalar(select(func.count()).select_from(staged).where(
+            staged.c.run_id == run_id)) or 0
+        if found != reported:
+            raise ScoringRunClosed(f"scoring run {run_id}: {found} staged scores where its "
+                                   f"chunks wrote {reported} (was the database restarted?); "
+                                   f"score again")
+        db.session.execute(delete(ChurnScore).where(ChurnScore.model_version_id == version_id))
+        removed = db.session.execute(delete(ChurnScore).where(
+            ChurnScore.model_version_id != version_id)).rowcount  # type: ignore[attr-defined]
+        copied = [c for c in _COPIED if c not in ("customer_id", "model_version_id",
+                                                  "scored_at")]
+        # A customer erased or merged away while the run was open is not published.
+        source = (select(staged.c.customer_id, literal(version_id).label("model_version_id"),
+                         literal(now, UTCDateTime).label("scored_at"),
+                         *[staged.c[c] for c in copied])
+                  .join(Customer, Customer.id == staged.c.customer_id)
+                  .where(staged.c.run_id == run_id, Customer.status != CustomerStatus.ERASED)
+                  .order_by(staged.c.customer_id))
+        published = db.session.execute(ChurnScore.__table__.insert().from_select(
+            list(_COPIED), source)).rowcount  # type: ignore[attr-defined]
+        # Other runs' rows are leftovers of failed runs (one run is open at a time).
+        db.session.execute(delete(staged))
+        run.status, run.finished_at, run.customers = (ScoringRunStatus.PUBLISHED, utcnow(),
+                                                      published)
+        summary = ScoreSummary(model_version=version_id, scored_at=now)
+        summary.customers = sum(t.customers for t in chunk_totals)
+        summary.with_purchases = sum(t.with_purchases for t in chunk_totals)
+        summary.high_risk = sum(t.high_risk for t in chunk_totals)
+        risk_sum = sum(t.risk_sum for t in chunk_totals)
+        summary.total_clv = sum(t.clv_sum for t in chunk_totals)
         summary.mean_risk = risk_sum / summary.customers if summary.customers else 0.0
-        summary.total_clv = clv_sum
-        if model.classifier is None:
+        summary.removed_old_scores = removed
+        if published != summary.customers:
+            summary.notes.append(f"{summary.customers - published} customers erased or "
+                                 f"merged during the run were not published")
+        if not version.artifact:
             summary.notes.append("no classifier in this model: risk = 1 - P(alive)")
-        if model.gamma_gamma is None:
+        if not version.params.get("gamma_gamma"):
             summary.notes.append("no Gamma-Gamma model: no CLV, priorities are the risks")
+        scored = {"modelVersion": summary.model_version, "customers": summary.customers,
+                  "highRisk": summary.high_risk, "meanRisk": round(summary.mean_risk, 6),
+                  "scoredAt": now}
+        changes.record(None, [], {k: [None, v] for k, v in scored.items()}, [changes.Event(
+            "churn.scores.updated", global_id("ChurnModel", summary.model_version), scored)])
     return summary
+
+
+def abandon_run(run_id: int, reason: str) -> None:
+    """Fail an open run and drop what its chunks staged (idempotent). A chunk still
+    running finds the run closed when it ends and rolls its own rows back."""
+    with transaction():
+        db.session.execute(update(ChurnScoreRun).where(
+            ChurnScoreRun.id == run_id, ChurnScoreRun.status == ScoringRunStatus.OPEN).values(
+            status=ScoringRunStatus.FAILED, finished_at=utcnow(), message=reason[:500]))
+        staged = ChurnScoreStaging.__table__
+        db.session.execute(delete(staged).where(staged.c.run_id == run_id))
+
+
+def score_customers(chunk_size: int = DEFAULT_SCORE_CHUNK, progress: Progress | None = None,
+                    parts: int = 1, as_of: dt.datetime | None = None) -> ScoreSummary:
+    """Score every non-erased customer with the active model, here: plan a run, score its
+    ``parts`` ranges one after the other, publish it (the churn.score job runs the ranges
+    as child jobs on any workers instead).
+
+    Raises ``NoModel`` without an active model version, ``FeaturesChanged`` when the
+    installed plugins no longer give the columns the classifier was trained on,
+    ``ModelFormatError`` for a stored classifier that cannot be read back and
+    ``ScoringInProgress`` while another run is open.
+    """
+    if not isinstance(chunk_size, int) or not 100 <= chunk_size <= 200_000:
+        raise InvalidModelData("the chunk size must be from 100 to 200,000 customers",
+                               "chunkSize")
+    plan = plan_scoring(parts, chunk_size=chunk_size, as_of=as_of)
+    try:
+        done = 0
+        if progress:
+            progress(0, plan.customers)
+        totals = []
+        for id_range, size in zip(plan.ranges, plan.sizes):
+            def advance(count: int, _total: int, before: int = done) -> None:
+                if progress:
+                    progress(min(before + count, plan.customers), plan.customers)
+
+            totals.append(score_range(plan.run_id, id_range, chunk_size, advance, size))
+            done += totals[-1].customers
+        summary = publish_run(plan.run_id, totals)
+        if progress:
+            progress(summary.customers, max(plan.customers, summary.customers))
+        return summary
+    except BaseException as exc:
+        abandon_run(plan.run_id, f"stopped: {exc!r}")
+        raise
 
 
 # --- Reading scores ---------------------------------------------------------------------------
@@ -694,7 +1110,8 @@ def scores_of(customer_ids: list[int]) -> dict[int, ChurnScore]:
 def expected_purchases(version: ChurnModelVersion, score: ChurnScore, days: float
                        ) -> float | None:
     """E[purchases in the next ``days`` days] from the stored summary, in the model's unit."""
-    if score.frequency is None or score.recency is None or score.T is None:
+    if (score.frequency is None or score.recency is None or score.T is None
+            or not version.params.get("bgnbd")):
         return None
     unit_days = 7.0 if version.time_unit == TimeUnit.WEEK else 1.0
     params = BGNBDParams.from_dict(version.params["bgnbd"])
@@ -702,8 +1119,9 @@ def expected_purchases(version: ChurnModelVersion, score: ChurnScore, days: floa
                                          [score.recency], [score.T])[0])
 
 
-def _still_customer() -> Any:
-    """Not already churned: no open churn record (those are for win-back, not warnings)."""
+def still_customer() -> Any:
+    """Not already churned: no open churn record (those are for win-back, not warnings).
+    Every warning list uses it: the CSV, the API and the HTML report."""
     return ~select(ChurnRecord.id).where(
         ChurnRecord.customer_id == ChurnScore.customer_id,
         ChurnRecord.reactivated_at.is_(None)).exists()
@@ -713,7 +1131,7 @@ def warnings_query(min_risk: float = 0.0) -> Select[Any]:
     """Scores of the current version with risk >= ``min_risk`` of customers not already
     marked churned, biggest priority first."""
     return (select(ChurnScore).where(ChurnScore.model_version_id == current_version_id(),
-                                     ChurnScore.risk >= min_risk, _still_customer())
+                                     ChurnScore.risk >= min_risk, still_customer())
             .order_by(ChurnScore.priority.desc(), ChurnScore.customer_id.desc()))
 
 
@@ -747,7 +1165,7 @@ def warning_rows(min_risk: float = 0.0, limit: int | None = None, page: int = 10
                 .join(Customer, Customer.id == ChurnScore.customer_id)
                 .outerjoin(Agent, Agent.id == Customer.owner_id)
                 .where(ChurnScore.model_version_id == current_version_id(),
-                       ChurnScore.risk >= min_risk, _still_customer(),
+                       ChurnScore.risk >= min_risk, still_customer(),
                        Customer.status != CustomerStatus.ERASED))
         if after is not None:
             stmt = stmt.where(after_condition([ChurnScore.priority, ChurnScore.customer_id],
@@ -766,7 +1184,8 @@ def warning_rows(min_risk: float = 0.0, limit: int | None = None, page: int = 10
             external.setdefault(cid, []).append(f"{source}:{external_id}")
         for score, person, owner in found:
             yield [_cell(v) for v in (
-                score.customer_id, " ".join(external.get(score.customer_id, [])),
+                global_id("Customer", score.customer_id),
+                " ".join(external.get(score.customer_id, [])),
                 person.name or "", person.email or "", person.phone or "",
                 f"{owner.name} <{owner.email}>" if owner is not None else "",
                 f"{score.risk:.4f}", "" if score.p_alive is None else f"{score.p_alive:.4f}",

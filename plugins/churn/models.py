@@ -16,7 +16,7 @@ import enum
 from typing import Any
 
 from sqlalchemy import (
-    Boolean, CheckConstraint, Enum, Float, ForeignKey, Index, Integer, LargeBinary, String,
+    BigInteger, Boolean, CheckConstraint, Enum, Float, ForeignKey, Index, Integer, LargeBinary, String,
     Text, UniqueConstraint, text,
 )
 from sqlalchemy.orm import Mapped, mapped_column
@@ -41,6 +41,7 @@ class ChurnType(enum.StrEnum):
     MALICIOUS = "malicious"      # left to escape obligations (unpaid bills)
     COMPETITIVE = "competitive"  # taken by a competitor
     NEGLIGENCE = "negligence"    # driven away by our own failures
+    OTHER = "other"              # not stated (a snapshot export's churned flag)
 
 
 class ChurnReason(enum.StrEnum):
@@ -189,6 +190,61 @@ class ChurnScore(db.Model):
         Index("ix_churn_scores_ranking", "model_version_id", "priority", "customer_id"),
         CheckConstraint("risk >= 0 AND risk <= 1", name="risk_is_probability"),
     )
+
+
+class ScoringRunStatus(enum.StrEnum):
+    OPEN = "open"
+    PUBLISHED = "published"
+    FAILED = "failed"
+
+
+class ChurnScoreRun(db.Model):
+    """One scoring run: its model version and time, split into chunks scored in parallel
+    (docs/churn.md, "Scoring across workers"). At most one run is open at a time."""
+
+    __tablename__ = "churn_score_runs"
+
+    id: Mapped[int] = mapped_column(BigIntPK, primary_key=True, autoincrement=True)
+    model_version_id: Mapped[int] = mapped_column(ForeignKey("churn_model_versions.id"))
+    status: Mapped[ScoringRunStatus] = mapped_column(_enum(ScoringRunStatus),
+                                                     default=ScoringRunStatus.OPEN)
+    #: The run's clock: every chunk computes its features and summaries as of it.
+    scored_at: Mapped[dt.datetime] = mapped_column(UTCDateTime)
+    chunks: Mapped[int] = mapped_column(Integer)
+    #: The churn.score job running it (none for the CLI).
+    job_id: Mapped[int | None] = mapped_column(BigInteger)
+    customers: Mapped[int | None] = mapped_column(Integer)
+    message: Mapped[str | None] = mapped_column(String(500))
+    created_at: Mapped[dt.datetime] = mapped_column(UTCDateTime, default=utcnow)
+    finished_at: Mapped[dt.datetime | None] = mapped_column(UTCDateTime)
+
+    __table_args__ = _table_args(
+        # One open run: a second one fails to start instead of interleaving its scores.
+        Index("uq_churn_score_runs_open", "status", unique=True,
+              postgresql_where=text("status = 'open'"), sqlite_where=text("status = 'open'")),
+    )
+
+
+class ChurnScoreStaging(db.Model):
+    """Scores of an open run, written by its chunks; the run's last step moves them into
+    ``churn_scores`` in one transaction. No foreign key: the chunks' writes check nothing
+    another chunk could hold."""
+
+    __tablename__ = "churn_score_staging"
+
+    run_id: Mapped[int] = mapped_column(BigInteger, primary_key=True)
+    customer_id: Mapped[int] = mapped_column(BigInteger, primary_key=True)
+    risk: Mapped[float] = mapped_column(Float)
+    p_alive: Mapped[float | None] = mapped_column(Float)
+    frequency: Mapped[int | None] = mapped_column(Integer)
+    recency: Mapped[float | None] = mapped_column(Float)
+    T: Mapped[float | None] = mapped_column(Float)
+    expected_aov: Mapped[float | None] = mapped_column(Float)
+    clv: Mapped[float | None] = mapped_column(Float)
+    priority: Mapped[float] = mapped_column(Float)
+    top_factors: Mapped[list[dict[str, Any]]] = mapped_column(JSONDocument, default=list)
+
+    __table_args__ = _table_args()
 
 
 class ChurnRateAlert(db.Model):

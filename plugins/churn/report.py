@@ -290,10 +290,10 @@ def check_churn_jumps(moments: Iterable[dt.datetime], *, now: dt.datetime | None
     for jump in jumps:
         if not _claim_month(jump.month):
             continue
-        evidence = {"month": jump.month, "churn_rate": round(jump.churn_rate, 4),
-                    "trailing_mean": round(jump.trailing_mean, 4),
-                    "trailing_months": TRAILING_MONTHS, "ratio_threshold": JUMP_RATIO,
-                    "churned": jump.churned, "active_at_start": jump.active_at_start}
+        evidence = {"month": jump.month, "churnRate": round(jump.churn_rate, 4),
+                    "trailingMean": round(jump.trailing_mean, 4),
+                    "trailingMonths": TRAILING_MONTHS, "ratioThreshold": JUMP_RATIO,
+                    "churned": jump.churned, "activeAtStart": jump.active_at_start}
         severity = "high" if jump.churn_rate > 2 * JUMP_RATIO * jump.trailing_mean else "medium"
         alert = raise_alert(JUMP_ALERT, severity, "churn", evidence)
         db.session.execute(ChurnRateAlert.__table__.update().where(

@@ -2,7 +2,9 @@
 
 Query parameters ``from`` and ``to`` (YYYY-MM-DD, ``to`` included), both optional: by
 default the twelve months up to today (the current month and the eleven before, in
-RAPPORT_TIMEZONE). Answers: 200 with the page (``html_report.render_churn_report``); 400
+RAPPORT_TIMEZONE). Either a Bearer key with the scope, or a signed link from
+``churnReportLink`` (``?token=``, which carries the period; see ``core.report_links``).
+Answers: 200 with the page (``html_report.render_churn_report``); 400
 with the typed errors of a bad period; 401 / 403 without a key or the scope
 (``core.auth.require_scope``).
 """
@@ -12,11 +14,12 @@ from __future__ import annotations
 import datetime as dt
 from typing import Any
 
-from flask import Blueprint, Response, jsonify, request
+from flask import Blueprint, Response
 
-from core.auth import require_scope
 from core.db import utcnow
 from core.errors import UserError
+from core.http import user_error_response
+from core.report_links import report_access, report_args
 
 from plugins.churn.html_report import render_churn_report
 from plugins.churn.report import business_tz
@@ -39,16 +42,19 @@ def default_period(now: dt.datetime) -> tuple[str, str]:
     return first.isoformat(), today.isoformat()
 
 
-@blueprint.get("/reports/churn.html")
-@require_scope("churn:read")
+REPORT = "churn"
+PATH = "/reports/churn.html"
+
+
+@blueprint.get(PATH)
+@report_access("churn:read", REPORT)
 def churn_report_page() -> Any:
     since, until = default_period(utcnow())
+    args = report_args()
     try:
-        page = render_churn_report(request.args.get("from", since),
-                                   request.args.get("to", until))
+        page = render_churn_report(args.get("from", since), args.get("to", until))
     except UserError as exc:
-        return jsonify(errors=[{"field": e.field, "message": e.message, "code": e.code}
-                               for e in exc.errors]), 400
+        return user_error_response(exc, 400)
     answer = Response(page, mimetype="text/html")
     answer.headers["Content-Security-Policy"] = PAGE_POLICY
     answer.headers["X-Content-Type-Options"] = "nosniff"

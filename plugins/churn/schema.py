@@ -19,18 +19,22 @@ from sqlalchemy import func, select
 from sqlalchemy.orm import defer
 
 from api import (
-    CustomerType, RapportMutation, connection, ctx, error_type, global_id, load_related,
-    make_page, node_type, page_size, scoped,
+    CustomerType, RapportMutation, connection, ctx, domain, error_type, global_id,
+    load_related, make_page, node_type, page_size, scoped,
 )
 from api.loaders import AgentByIdLoader, CustomerByIdLoader
+from api.limits import REPORT_COST, costly
 from api.mutations import MAX_BATCH
 from api.pagination import after_condition, bad_input, decode_cursor
+from api.report_links import ReportLink
 from api.types import Agent
-from core.db import db
+from core.db import db, utcnow
 from core.errors import ErrorCode, FieldError, UserError
+from core.report_links import report_link
+from core.services import load
 from core.services.interactions import BatchRejected
 
-from plugins.churn import modeling, report, service
+from plugins.churn import modeling, report, routes, service
 from plugins.churn.errors import CODES
 from plugins.churn.loaders import (
     ChurnModelVersionByIdLoader, ChurnRecordByIdLoader, ChurnRecordsByCustomerLoader,
@@ -42,6 +46,7 @@ from plugins.churn.models import (
     WinbackAttempt, WinbackCampaign, WinbackOutcome,
     WinbackStrategy,
 )
+from plugins.churn.schemas import PeriodSchema
 
 READ, WRITE = "churn:read", "churn:write"
 
@@ -56,7 +61,8 @@ WinbackStrategyEnum = graphene.Enum.from_enum(WinbackStrategy, name="WinbackStra
 WinbackOutcomeEnum = graphene.Enum.from_enum(WinbackOutcome, name="WinbackOutcome")
 
 
-@node_type(READ, ChurnRecord)
+@domain("churn")
+@node_type(ChurnRecord)
 class ChurnRecordNode(graphene.ObjectType):
     """A customer's departure: when, of which type, why; closed by a reactivation."""
 
@@ -94,13 +100,15 @@ class ChurnRecordNode(graphene.ObjectType):
         return root.reactivated_at is None
 
 
+@domain("churn")
 class WinbackOutcomeCounts(graphene.ObjectType):
     pending = graphene.Int(required=True)
     won_back = graphene.Int(required=True)
     lost = graphene.Int(required=True)
 
 
-@node_type(READ, WinbackCampaign)
+@domain("churn")
+@node_type(WinbackCampaign)
 class WinbackCampaignNode(graphene.ObjectType):
     class Meta:
         name = "WinbackCampaign"
@@ -126,7 +134,8 @@ class WinbackCampaignNode(graphene.ObjectType):
                                     lost=counts[WinbackOutcome.LOST])
 
 
-@node_type(READ, WinbackAttempt)
+@domain("churn")
+@node_type(WinbackAttempt)
 class WinbackAttemptNode(graphene.ObjectType):
     class Meta:
         name = "WinbackAttempt"
@@ -163,6 +172,7 @@ WinbackCampaignConnection = connection(WinbackCampaignNode, "WinbackCampaign")
 # --- Report and statistics -------------------------------------------------------------------
 
 
+@domain("churn")
 class ChurnCount(graphene.ObjectType):
     key = graphene.String(required=True, description="A ChurnType or ChurnReason name.")
     count = graphene.Int(required=True)
@@ -180,6 +190,7 @@ def _by_reason(root: report.MonthFigures | report.ChurnReport, info: Any) -> lis
     return _counts(root.by_reason)
 
 
+@domain("churn")
 class ChurnReportMonth(graphene.ObjectType):
     month = graphene.String(required=True, description="YYYY-MM in RAPPORT_TIMEZONE.")
     active_at_start = graphene.Int(required=True, description=(
@@ -197,6 +208,7 @@ class ChurnReportMonth(graphene.ObjectType):
     resolve_by_reason = staticmethod(_by_reason)
 
 
+@domain("churn")
 class ChurnCohort(graphene.ObjectType):
     month = graphene.String(required=True, description="The month the customers started.")
     size = graphene.Int(required=True)
@@ -205,6 +217,7 @@ class ChurnCohort(graphene.ObjectType):
         "its own (0: the cohort's month)."))
 
 
+@domain("churn")
 class ChurnReport(graphene.ObjectType):
     period_from = graphene.Date(required=True, name="from")
     period_to = graphene.Date(required=True, name="to")
@@ -217,6 +230,7 @@ class ChurnReport(graphene.ObjectType):
     resolve_by_reason = staticmethod(_by_reason)
 
 
+@domain("churn")
 class WinbackStrategyStats(graphene.ObjectType):
     strategy = graphene.String(required=True, description="A WinbackStrategy name, or TOTAL.")
     attempts = graphene.Int(required=True)
@@ -232,6 +246,7 @@ class WinbackStrategyStats(graphene.ObjectType):
         return root.strategy.upper()
 
 
+@domain("churn")
 class WinbackStats(graphene.ObjectType):
     period_from = graphene.Date(required=True, name="from")
     period_to = graphene.Date(required=True, name="to")
@@ -252,6 +267,19 @@ def resolve_churn_report(root: Any, info: Any, **args: Any) -> report.ChurnRepor
         return report.churn_report(_period(args))
     except UserError as exc:
         raise _bad_period(exc) from None
+
+
+def resolve_churn_report_link(root: Any, info: Any, **args: Any) -> ReportLink:
+    # The default period is fixed now: the link shows what was asked for, whenever opened.
+    since, until = routes.default_period(utcnow())
+    period = {"from": args["from_"].isoformat() if args.get("from_") else since,
+              "to": args["to"].isoformat() if args.get("to") else until}
+    try:
+        load(PeriodSchema(), dict(period))
+    except UserError as exc:
+        raise _bad_period(exc) from None
+    link = report_link(ctx(info).principal, routes.REPORT, routes.PATH, None, period)
+    return ReportLink(url=link["url"], expires_at=link["expiresAt"])
 
 
 def resolve_winback_stats(root: Any, info: Any, **args: Any) -> service.WinbackStatistics:
@@ -283,12 +311,14 @@ ChurnTimeUnitEnum = graphene.Enum.from_enum(TimeUnit, name="ChurnTimeUnit")
 MAX_PREDICTION_DAYS = 3650
 
 
+@domain("churn")
 class ChurnFactor(graphene.ObjectType):
     feature = graphene.String(required=True, description="A feature name (docs/churn.md).")
     contribution = graphene.Float(required=True, description=(
         "Signed, in log-odds of churn: above 0 the feature raises this customer's risk."))
 
 
+@domain("churn")
 class CustomerChurn(graphene.ObjectType):
     """The customer's latest score (``rapport churn score``)."""
 
@@ -335,6 +365,7 @@ class CustomerChurn(graphene.ObjectType):
         return None if version is None else modeling.expected_purchases(version, root, days)
 
 
+@domain("churn")
 class BgnbdParameters(graphene.ObjectType):
     r = graphene.Float(required=True)
     alpha = graphene.Float(required=True, description="In the model's time unit.")
@@ -346,6 +377,90 @@ class BgnbdParameters(graphene.ObjectType):
     repeat_buyers = graphene.Int(required=True)
 
 
+@domain("churn")
+class ValidationByFrequency(graphene.ObjectType):
+    frequency = graphene.Int(required=True, description="Calibration repeat purchase days.")
+    or_more = graphene.Boolean(required=True, description="The last group: this many or more.")
+    customers = graphene.Int(required=True)
+    predicted = graphene.Float(required=True, description="Mean predicted holdout purchases.")
+    actual = graphene.Float(required=True, description="Mean actual holdout purchases.")
+
+
+@domain("churn")
+class ValidationTrackingPoint(graphene.ObjectType):
+    week = graphene.Int(required=True)
+    predicted = graphene.Float(required=True, description="Cumulative predicted purchases.")
+    actual = graphene.Float(required=True, description="Cumulative actual purchases.")
+
+
+@domain("churn")
+class ChurnModelValidation(graphene.ObjectType):
+    """Calibration/holdout backtest: BG/NBD fitted at the training date, compared with the
+    purchase days of the horizon that followed (docs/churn-models.md, "Validation")."""
+
+    horizon_days = graphene.Float(required=True)
+    customers = graphene.Int(required=True)
+    predicted_total = graphene.Float(required=True)
+    actual_total = graphene.Float(required=True)
+    correlation = graphene.Float()
+    mean_absolute_error = graphene.Float()
+    by_frequency = graphene.List(graphene.NonNull(ValidationByFrequency), required=True)
+    tracking = graphene.List(graphene.NonNull(ValidationTrackingPoint), required=True)
+
+
+def _validation(found: dict[str, Any]) -> ChurnModelValidation:
+    return ChurnModelValidation(
+        horizon_days=found["horizonDays"], customers=found["customers"],
+        predicted_total=found["predictedTotal"], actual_total=found["actualTotal"],
+        correlation=found["correlation"], mean_absolute_error=found["meanAbsoluteError"],
+        by_frequency=[ValidationByFrequency(frequency=g["frequency"], or_more=g["orMore"],
+                                            customers=g["customers"],
+                                            predicted=g["predicted"], actual=g["actual"])
+                      for g in found["byFrequency"]],
+        tracking=[ValidationTrackingPoint(week=t["week"], predicted=t["predicted"],
+                                          actual=t["actual"]) for t in found["tracking"]])
+
+
+@domain("churn")
+class SbgParameters(graphene.ObjectType):
+    """A shifted-beta-geometric fit (contractual retention) for one renewal period length."""
+
+    period = graphene.String(required=True, description="month or year.")
+    alpha = graphene.Float()
+    beta = graphene.Float()
+    log_likelihood = graphene.Float()
+    customers = graphene.Int()
+    churned = graphene.Int()
+    max_tenure = graphene.Int(description="Longest tenure observed, in periods.")
+    retention = graphene.List(graphene.NonNull(graphene.Float), required=True, description=(
+        "Projected retention rate r(t), t = 1..12 periods: the share of period t-1's "
+        "subscribers who renew for period t (empty when not fitted)."))
+    expected_remaining_periods = graphene.Float(description=(
+        "Discounted expected residual lifetime (DERL) of a subscriber at 1 completed period, "
+        "at the yearly discount rate converted to the period; CLV = DERL x margin."))
+    error = graphene.String(description="Why this period could not be fitted.")
+
+
+def _sbg_parameters(period: str, fit: Any) -> SbgParameters:
+    if not isinstance(fit, dict):
+        return SbgParameters(period=period, retention=[], error=str(fit))
+    from plugins.churn import sbg
+    from plugins.churn.modeling import churn_settings
+
+    pair = (fit["alpha"], fit["beta"])
+    yearly = churn_settings().discount_rate
+    rate = yearly if period == "year" else (1.0 + yearly) ** (1.0 / 12.0) - 1.0
+    derl = (float(sbg.discounted_expected_residual_lifetime(pair, 1, rate))
+            if rate > 0 else None)
+    return SbgParameters(
+        period=period, alpha=fit["alpha"], beta=fit["beta"],
+        log_likelihood=fit["log_likelihood"], customers=fit["n_customers"],
+        churned=fit["n_churned"], max_tenure=fit["max_tenure"],
+        retention=[float(v) for v in sbg.retention_curve(pair, 12)],
+        expected_remaining_periods=derl)
+
+
+@domain("churn")
 class GammaGammaParameters(graphene.ObjectType):
     p = graphene.Float(required=True)
     q = graphene.Float(required=True)
@@ -354,6 +469,7 @@ class GammaGammaParameters(graphene.ObjectType):
     buyers = graphene.Int(required=True)
 
 
+@domain("churn")
 class ChurnClassifierInfo(graphene.ObjectType):
     kind = graphene.String(required=True, description="logistic, knn or gradient_boosting.")
     roc_auc = graphene.Float(required=True, description="Stratified cross-validation.")
@@ -368,6 +484,7 @@ class ChurnClassifierInfo(graphene.ObjectType):
     features = graphene.List(graphene.NonNull(graphene.String), required=True)
 
 
+@domain("churn")
 class ChurnModel(graphene.ObjectType):
     """The active model version (``rapport churn fit``)."""
 
@@ -375,8 +492,16 @@ class ChurnModel(graphene.ObjectType):
     as_of = graphene.DateTime(required=True, description="The calibration date.")
     created_at = graphene.DateTime(required=True)
     kind = graphene.String(required=True)
-    bgnbd = graphene.Field(BgnbdParameters, required=True)
+    model = graphene.String(required=True, description=(
+        "The model family RAPPORT_CHURN_MODEL chose: bgnbd (non-contractual) or sbg "
+        "(contractual renewals)."))
+    bgnbd = graphene.Field(BgnbdParameters, description=(
+        "Null when there were no purchases to fit it on (see notes)."))
+    sbg = graphene.List(graphene.NonNull(SbgParameters), required=True, description=(
+        "One shifted-beta-geometric fit per renewal period length (sbg models)."))
     gamma_gamma = graphene.Field(GammaGammaParameters)
+    validation = graphene.Field(ChurnModelValidation, description=(
+        "Calibration/holdout backtest of BG/NBD (null without purchases)."))
     classifier = graphene.Field(ChurnClassifierInfo)
     notes = graphene.List(graphene.NonNull(graphene.String), required=True, description=(
         "Why a part is missing (no Gamma-Gamma, no classifier) and fit warnings."))
@@ -386,8 +511,25 @@ class ChurnModel(graphene.ObjectType):
         return root.id
 
     @staticmethod
-    def resolve_bgnbd(root: ChurnModelVersion, info: Any) -> BgnbdParameters:
-        g = root.params["bgnbd"]
+    def resolve_validation(root: ChurnModelVersion, info: Any
+                           ) -> ChurnModelValidation | None:
+        found = (root.metrics or {}).get("validation")
+        return _validation(found) if found else None
+
+    @staticmethod
+    def resolve_model(root: ChurnModelVersion, info: Any) -> str:
+        return str(root.params.get("model") or "bgnbd")
+
+    @staticmethod
+    def resolve_sbg(root: ChurnModelVersion, info: Any) -> list[SbgParameters]:
+        return [_sbg_parameters(period, fit)
+                for period, fit in sorted((root.params.get("sbg") or {}).items())]
+
+    @staticmethod
+    def resolve_bgnbd(root: ChurnModelVersion, info: Any) -> BgnbdParameters | None:
+        g = root.params.get("bgnbd")
+        if not g:
+            return None
         return BgnbdParameters(r=g["r"], alpha=g["alpha"], a=g["a"], b=g["b"],
                                log_likelihood=g["log_likelihood"], time_unit=root.time_unit,
                                customers=g["n_customers"], repeat_buyers=g["n_repeat_buyers"])
@@ -425,6 +567,7 @@ def resolve_churn_model(root: Any, info: Any) -> ChurnModelVersion | None:
         .order_by(ChurnModelVersion.id.desc()).limit(1)).first()
 
 
+@domain("churn")
 class ChurnWarning(CustomerChurn):
     """A scored customer in the warning list."""
 
@@ -439,8 +582,9 @@ ChurnWarningConnection = connection(ChurnWarning, "ChurnWarning")
 
 
 def resolve_churn_warnings(root: Any, info: Any, first: int | None = None,
-                           after: str | None = None, min_risk: float = 0.0) -> Any:
+                           after: str | None = None, min_risk: float | None = 0.0) -> Any:
     size = page_size(first)
+    min_risk = 0.0 if min_risk is None else min_risk  # an explicit null: no threshold
     if not 0.0 <= min_risk <= 1.0:
         raise bad_input(f"minRisk must be from 0 to 1 (got {min_risk}).")
     query = modeling.warnings_query(min_risk)
@@ -686,9 +830,16 @@ _PERIOD = {"from_": graphene.Date(required=True, name="from"),
 
 def query_fields() -> dict[str, graphene.Field]:
     return {
-        "churnReport": scoped(graphene.Field(
+        "churnReport": costly(scoped(graphene.Field(
             ChurnReport, required=True, resolver=resolve_churn_report, args=dict(_PERIOD),
-            description="Monthly churn from..to (calendar months of RAPPORT_TIMEZONE)."), READ),
+            description="Monthly churn from..to (calendar months of RAPPORT_TIMEZONE)."),
+            READ), REPORT_COST),
+        "churnReportLink": scoped(graphene.Field(
+            ReportLink, required=True, resolver=resolve_churn_report_link,
+            from_=graphene.Date(name="from"), to=graphene.Date(), description=(
+                "A short-lived signed link to the HTML churn report (GET /reports/churn.html) "
+                "of from..to (default: the twelve months up to today), for a browser: no API "
+                "key needed until it expires.")), READ),
         "winbackCampaigns": scoped(graphene.Field(
             WinbackCampaignConnection, required=True, first=graphene.Int(),
             after=graphene.String(), resolver=resolve_winback_campaigns,
@@ -703,9 +854,9 @@ def query_fields() -> dict[str, graphene.Field]:
                 "Scored customers with risk >= minRisk who are not already marked churned "
                 "(an open churn record), biggest priority (risk x CLV) first (ties: customer "
                 "id, descending).")), READ),
-        "winbackStats": scoped(graphene.Field(
+        "winbackStats": costly(scoped(graphene.Field(
             WinbackStats, required=True, resolver=resolve_winback_stats, args=dict(_PERIOD),
-            description="Attempts made from..to by strategy and outcome."), READ),
+            description="Attempts made from..to by strategy and outcome."), READ), REPORT_COST),
     }
 
 

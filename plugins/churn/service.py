@@ -19,8 +19,11 @@ from marshmallow import ValidationError
 from sqlalchemy import ColumnElement, and_, case, delete, func, not_, or_, select, update
 from sqlalchemy.exc import IntegrityError
 
+from core import changes as audit
+from core.app import rapport
 from core.db import db, utcnow
 from core.errors import ErrorCode, FieldError, UserError, errors_from_marshmallow
+from core.ids import global_id, shown_id
 from core.models import Agent, Customer, CustomerStatus, Interaction
 from core.schemas import FUTURE_TOLERANCE
 from core.services import load, not_found, transaction
@@ -74,7 +77,8 @@ def customer_facts(customer_ids: Collection[int], *, lock: bool = False
     if not customer_ids:
         return {}
     ids = set(customer_ids)
-    stmt = select(Customer.id, Customer.status, Customer.created_at).where(Customer.id.in_(ids))
+    stmt = select(Customer.id, Customer.status, Customer.created_at,
+                  Customer.customer_since).where(Customer.id.in_(ids))
     if lock:  # in id order: two batches sharing customers cannot deadlock
         stmt = stmt.order_by(Customer.id).with_for_update()
     customers = db.session.execute(stmt).all()
@@ -88,11 +92,15 @@ def customer_facts(customer_ids: Collection[int], *, lock: bool = False
         .where(ChurnRecord.customer_id.in_(ids), ChurnRecord.reactivated_at.is_not(None))
         .group_by(ChurnRecord.customer_id)).all())
     facts: dict[int, CustomerFacts] = {}
-    for customer_id, status, created_at in customers:
+    tz = rapport().settings.tz
+    for customer_id, status, created_at, customer_since in customers:
         since = created_at
         earliest = _aware(first.get(customer_id))
         if earliest is not None:
             since = min(since, earliest)
+        if customer_since is not None:
+            # Its own start date: 00:00 of that day in the business time zone.
+            since = min(since, dt.datetime.combine(customer_since, dt.time(), tz))
         facts[customer_id] = CustomerFacts(status, since, open_records.get(customer_id),
                                            _aware(departed.get(customer_id)))
     return facts
@@ -119,7 +127,8 @@ def _vocabulary_errors(data: Mapping[str, Any]) -> list[FieldError]:
 def _mark_errors(data: Mapping[str, Any], facts: CustomerFacts | None, now: dt.datetime
                  ) -> list[FieldError]:
     if facts is None:
-        return [FieldError(f"No customer with id {data['customer_id']}.", ErrorCode.NOT_FOUND,
+        return [FieldError(f"No customer with id {shown_id('Customer', data['customer_id'])}.",
+                           ErrorCode.NOT_FOUND,
                            "customerId")]
     if facts.status == CustomerStatus.ERASED:
         return [FieldError("The customer is erased; it cannot be marked churned.",
@@ -162,7 +171,7 @@ def mark_churned(raw: Mapping[str, Any], *, actor_id: int | None = None,
 def mark_customers_churned(raws: Sequence[Mapping[str, Any]], *, partial: bool = False,
                            actor_id: int | None = None, now: dt.datetime | None = None,
                            rejected: Mapping[int, list[FieldError]] | None = None,
-                           check_jumps: bool = True) -> BatchResult:
+                           check_jumps: bool = True, imported: bool = False) -> BatchResult:
     """Mark a batch churned in one transaction, with set-based checks.
 
     An item naming a customer that already has a record with the same ``churned_at`` is
@@ -170,7 +179,8 @@ def mark_customers_churned(raws: Sequence[Mapping[str, Any]], *, partial: bool =
     item rejects the whole batch (``BatchRejected``, nothing written); with
     ``partial=True`` the valid items are recorded and the others reported by index.
     After the marks the monthly churn rate of their months is checked for a jump
-    (``report``); an importer passes ``check_jumps=False`` and checks once at the end.
+    (``report``); an importer passes ``check_jumps=False`` and checks once at the end,
+    and ``imported=True``: one summarising event for the batch instead of one per mark.
     """
     if len(raws) > MAX_BATCH:
         raise UserError.single(f"At most {MAX_BATCH} items per call; split the batch.",
@@ -244,12 +254,32 @@ def mark_customers_churned(raws: Sequence[Mapping[str, Any]], *, partial: bool =
                                         for index, first in twins.items()})
             change_customer_statuses([d["customer_id"] for _, d in fresh],
                                      CustomerStatus.CHURNED)
+            _record_marks(records, imported)
             # A back-dated mark: a purchase already recorded after the churn date closes
             # the record at once, as that purchase would have if recorded after the mark.
             _reactivate_after_purchases(ChurnRecord.id.in_([r.id for r in records]))
             if check_jumps:
                 report.check_churn_jumps({d["churned_at"] for _, d in fresh}, now=now)
     return result
+
+
+def _record_marks(records: Sequence[ChurnRecord], imported: bool) -> None:
+    """One audit entry for the batch; one event per customer marked, or one for an
+    imported batch (counts and the first and last new records)."""
+    events = []
+    for record in records:
+        customer, gid = global_id("Customer", record.customer_id), global_id(
+            "ChurnRecord", record.id)
+        events.append(audit.Event("churn.customer.marked", customer, {
+            "customerId": customer, "churnRecordId": gid, "type": record.type.value,
+            "reason": record.reason.value, "churnedAt": record.churned_at}))
+    if imported:
+        first, last = (global_id("ChurnRecord", r.id) for r in (records[0], records[-1]))
+        events = [audit.Event("churn.customers.imported", first, {
+            "recorded": len(records), "firstId": first, "lastId": last})]
+    audit.record(None, [] if imported else [e.aggregate_id for e in events],
+                 {"status": [CustomerStatus.ACTIVE, CustomerStatus.CHURNED],
+                  "marked": [None, len(records)]}, events)
 
 
 # --- Reactivation --------------------------------------------------------------------------
@@ -281,7 +311,7 @@ def _open_record(customer_id: int, not_churned: str) -> ChurnRecord:
     """The customer's open churn record (row locked), or the error a person can act on."""
     facts = customer_facts([customer_id], lock=True).get(customer_id)
     if facts is None:
-        raise not_found("customer", customer_id, "customerId")
+        raise not_found("customer", customer_id, "customerId", type_name="Customer")
     if facts.status == CustomerStatus.ERASED:
         raise UserError.single("The customer is erased.", ChurnErrorCode.CUSTOMER_ERASED,
                                "customerId")
@@ -320,6 +350,12 @@ def reactivate_in_transaction(when_by_customer: Mapping[int, dt.datetime], reaso
              "resolved_at": max(when_by_customer[cid], attempted_at)}
             for aid, cid, attempted_at in pending])
     change_customer_statuses(customers, CustomerStatus.ACTIVE)
+    gids = [global_id("Customer", c) for c in customers]
+    audit.record(None, gids, {"status": [CustomerStatus.CHURNED, CustomerStatus.ACTIVE],
+                              "reactivated": [None, len(customers)]},
+                 [audit.Event("customer.updated", gid, {
+                     "customerId": gid, "changedFields": ["status"], "status": "active",
+                     "reason": reason[:200]}) for gid in gids])
     return customers
 
 
@@ -379,7 +415,8 @@ def record_attempt(raw: Mapping[str, Any], *, actor_id: int | None = None,
     with transaction():
         campaign = db.session.get(WinbackCampaign, data["campaign_id"])
         if campaign is None:
-            raise not_found("win-back campaign", data["campaign_id"], "campaignId")
+            raise not_found("win-back campaign", data["campaign_id"], "campaignId",
+                            type_name="WinbackCampaign")
         _open_record(data["customer_id"],
                      "Only a churned customer can be won back; mark it churned first.")
         attempted_at = data.get("attempted_at") or now
@@ -408,7 +445,7 @@ def resolve_attempt(raw: Mapping[str, Any], *, now: dt.datetime | None = None
         attempt = db.session.scalar(select(WinbackAttempt).where(
             WinbackAttempt.id == data["id"]).with_for_update())
         if attempt is None:
-            raise not_found("win-back attempt", data["id"])
+            raise not_found("win-back attempt", data["id"], type_name="WinbackAttempt")
         if attempt.outcome != WinbackOutcome.PENDING:
             raise UserError.single(
                 f"The attempt is already resolved ({attempt.outcome.value.upper()}).",
@@ -541,7 +578,8 @@ def merge_churn_data(survivor_id: int, merged_ids: Sequence[int]) -> None:
         ChurnRecord.customer_id.in_(merged_ids), ChurnRecord.reactivated_at.is_(None))
         .values(reactivated_at=case((ChurnRecord.churned_at > now, ChurnRecord.churned_at),
                                     else_=now),
-                reactivation_reason=MERGE_REASON.format(survivor_id)))
+                reactivation_reason=MERGE_REASON.format(
+                    global_id("Customer", survivor_id))))
     db.session.execute(update(ChurnRecord).where(ChurnRecord.customer_id.in_(merged_ids))
                        .values(customer_id=survivor_id))
     # Core has moved the merged customers' interactions already: a purchase of theirs
@@ -606,19 +644,20 @@ def export_section(customer_id: int) -> dict[str, Any] | None:
     if not records and not attempts and score is None:
         return None
     return {
-        "churn_records": [{
-            "id": r.id, "type": r.type.value, "reason": r.reason.value,
-            "churned_at": _iso(r.churned_at), "note": r.note, "recorded_at": _iso(r.recorded_at),
-            "reactivated_at": _iso(r.reactivated_at),
-            "reactivation_reason": r.reactivation_reason} for r in records],
-        "winback_attempts": [{
-            "id": a.id, "campaign": name, "outcome": a.outcome.value, "note": a.note,
-            "attempted_at": _iso(a.attempted_at), "resolved_at": _iso(a.resolved_at)}
+        "churnRecords": [{
+            "id": global_id("ChurnRecord", r.id), "type": r.type.value,
+            "reason": r.reason.value, "churnedAt": _iso(r.churned_at), "note": r.note,
+            "recordedAt": _iso(r.recorded_at), "reactivatedAt": _iso(r.reactivated_at),
+            "reactivationReason": r.reactivation_reason} for r in records],
+        "winbackAttempts": [{
+            "id": global_id("WinbackAttempt", a.id), "campaign": name,
+            "outcome": a.outcome.value, "note": a.note,
+            "attemptedAt": _iso(a.attempted_at), "resolvedAt": _iso(a.resolved_at)}
             for a, name in attempts],
-        "latest_score": None if score is None else {
-            "model_version_id": score.model_version_id, "scored_at": _iso(score.scored_at),
-            "risk": score.risk, "p_alive": score.p_alive, "clv": score.clv,
-            "top_factors": score.top_factors},
+        "latestScore": None if score is None else {
+            "modelVersionId": global_id("ChurnModel", score.model_version_id),
+            "scoredAt": _iso(score.scored_at), "risk": score.risk, "pAlive": score.p_alive,
+            "clv": score.clv, "topFactors": score.top_factors},
     }
 
 

@@ -116,3 +116,17 @@ def rapport_churn_features(customers: Any, as_of: dt.datetime) -> Any:
 def rapport_demo_data(rng: random.Random, customers: Sequence[Customer], as_of: dt.datetime
                       ) -> None:
     demo.seed_demo(rng, customers, as_of)
+
+
+@hookimpl
+def rapport_job_kinds() -> list[Any]:
+    from plugins.complaints.jobs import COMPLAINT_JOB_KINDS
+
+    return COMPLAINT_JOB_KINDS
+
+
+@hookimpl
+def rapport_event_types() -> list[tuple[str, str, dict[str, Any]]]:
+    from plugins.complaints.events import EVENT_TYPES
+
+    return EVENT_TYPES

@@ -8,8 +8,9 @@ import click
 
 from core.cli import fail
 from core.errors import UserError
+from core.jobs import ConsoleProgress, run_here
 
-from plugins.complaints import detection, service, sla, stats
+from plugins.complaints import service, sla, stats
 
 _WHEN = click.DateTime(["%Y-%m-%dT%H:%M:%S%z", "%Y-%m-%dT%H:%M:%S", "%Y-%m-%d"])
 
@@ -28,23 +29,29 @@ def complaints_group() -> None:
 @click.option("--as-of", type=_WHEN, help="Escalate what is overdue at this time (default "
                                           "now; without a zone: UTC).")
 def escalate_command(as_of: dt.datetime | None) -> None:
-    """Escalate complaints past an SLA target: severity up, timeline entry, alert."""
-    run = service.escalate_overdue(_aware(as_of))
-    click.echo(f"escalated {len(run.escalated)} complaints, raised {len(run.alerts)} alerts")
-    for complaint_id in run.escalated:
+    """Escalate complaints past an SLA target: severity up, timeline entry, alert (the job
+    complaints.escalate)."""
+    run = run_here("complaints.escalate", {"asOf": _aware(as_of).isoformat()},
+                   ConsoleProgress("Escalating"))
+    click.echo(f"escalated {len(run['escalated'])} complaints, raised {len(run['alerts'])} "
+               f"alerts")
+    for complaint_id in run["escalated"]:
         click.echo(f"  complaint {complaint_id}")
 
 
 @complaints_group.command("detect")
 @click.option("--as-of", type=_WHEN, help="Test the day of this time (default now).")
 def detect_command(as_of: dt.datetime | None) -> None:
-    """Test daily complaint counts for abnormal rises; alert on each new detection."""
-    run = detection.detect_spikes(_aware(as_of))
-    click.echo(f"{run.day}: {len(run.detections)} abnormal series, "
-               f"{len(run.alerts)} new alerts")
-    for found in run.detections:
-        click.echo(f"  {found.series}: {found.window_count} complaints in {found.window_days} "
-                   f"day(s), {found.expected} expected, score {found.score}")
+    """Test daily complaint counts for abnormal rises; alert on each new detection (the job
+    complaints.detect)."""
+    run = run_here("complaints.detect", {"asOf": _aware(as_of).isoformat()},
+                   ConsoleProgress("Detecting"))
+    click.echo(f"{run['day']}: {len(run['detections'])} abnormal series, "
+               f"{len(run['alerts'])} new alerts")
+    for found in run["detections"]:
+        click.echo(f"  {found['series']}: {found['windowCount']} complaints in "
+                   f"{found['windowDays']} day(s), {found['expected']} expected, score "
+                   f"{found['score']}")
 
 
 def _hours(value: float | None) -> str:

@@ -3,7 +3,7 @@
 | variable | meaning | default |
 |---|---|---|
 | ``RAPPORT_COMPLAINTS_BUSINESS_HOURS`` | SLA calendar, ``mon-fri 09:00-17:00`` in ``RAPPORT_TIMEZONE``; empty: round the clock | empty |
-| ``RAPPORT_COMPLAINTS_ESCALATION_AGENT`` | agent id that takes over a critical complaint when it is escalated | none |
+| ``RAPPORT_COMPLAINTS_ESCALATION_AGENT`` | agent (global id or number) that takes over a critical complaint when it is escalated | none |
 | ``RAPPORT_COMPLAINTS_DETECTION_SENSITIVITY`` | alarm score threshold, ``-log10`` of the Poisson tail probability | ``4`` |
 | ``RAPPORT_COMPLAINTS_DETECTION_MIN_VOLUME`` | fewest complaints in a window that can raise a spike alert | ``10`` |
 """
@@ -19,6 +19,7 @@ from flask import Flask, current_app
 
 from core.app import rapport
 from core.config import ConfigError
+from core.ids import parse_id
 
 EXTENSION = "rapport_complaints"
 
@@ -104,8 +105,13 @@ def read_settings(app: Flask) -> ComplaintSettings:
     tz = state.settings.tz
     calendar = parse_calendar(str(extra.get("RAPPORT_COMPLAINTS_BUSINESS_HOURS", "")), tz)
     raw_agent = str(extra.get("RAPPORT_COMPLAINTS_ESCALATION_AGENT", "")).strip()
-    if raw_agent and not raw_agent.isdigit():
-        raise ConfigError(f"RAPPORT_COMPLAINTS_ESCALATION_AGENT={raw_agent!r}: give an agent id")
+    agent_id = None
+    if raw_agent:
+        try:  # the agent's global id, or its number
+            agent_id = parse_id(raw_agent, "Agent")
+        except ValueError:
+            raise ConfigError(f"RAPPORT_COMPLAINTS_ESCALATION_AGENT={raw_agent!r}: give an "
+                              "agent id (global id or number)") from None
     raw_sensitivity = str(extra.get("RAPPORT_COMPLAINTS_DETECTION_SENSITIVITY", "4")).strip()
     try:
         sensitivity = float(raw_sensitivity)
@@ -120,7 +126,7 @@ def read_settings(app: Flask) -> ComplaintSettings:
                           f"whole number of complaints, at least 1")
     return ComplaintSettings(
         timezone=tz, calendar=calendar,
-        escalation_agent_id=int(raw_agent) if raw_agent else None,
+        escalation_agent_id=agent_id,
         sensitivity=sensitivity, min_volume=int(raw_volume),
         types=_registry(state.hook.rapport_complaint_types()),
         channels=_registry(state.hook.rapport_complaint_channels()))

@@ -22,7 +22,9 @@ from typing import Any
 
 from sqlalchemy import case, func, literal, select
 
+from core import changes
 from core.db import db, utcnow
+from core.errors import camel
 from core.models import Alert
 from core.services import transaction
 from core.services.staff import raise_alert
@@ -177,10 +179,13 @@ def raise_spike_alerts(as_of: dt.datetime) -> DetectionRun:
     for detection in found:
         if (detection.series, today.isoformat()) in already:
             continue
-        evidence = {**asdict(detection), "day": today.isoformat(),
+        evidence = {**{camel(k): v for k, v in asdict(detection).items()},
+                    "day": today.isoformat(),
                     "type": detection.series.removeprefix("type:")
                     if detection.series.startswith("type:") else None,
-                    "baseline_days": BASELINE_DAYS, "sensitivity": settings.sensitivity}
+                    "baselineDays": BASELINE_DAYS, "sensitivity": settings.sensitivity}
         severity = "critical" if detection.series == CRITICAL else "high"
         alerts.append(raise_alert(SPIKE_ALERT, severity, "complaints", evidence).id)
+    changes.record(None, [], {"detections": [None, len(found)], "alerts": [None, len(alerts)],
+                              "day": [None, today]})
     return DetectionRun(today, found, alerts)

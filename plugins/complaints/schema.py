@@ -17,10 +17,11 @@ from graphene.types.generic import GenericScalar
 from sqlalchemy import func, select
 
 from api import (
-    CustomerType, RapportMutation, connection, ctx, error_type, global_id, load_related,
-    make_page, node_type, page_size, scoped,
+    CustomerType, RapportMutation, connection, ctx, domain, error_type, global_id,
+    load_related, make_page, node_type, page_size, scoped,
 )
 from api.loaders import AgentByIdLoader, CustomerByIdLoader, InteractionByIdLoader
+from api.limits import REPORT_COST, costly
 from api.pagination import after_condition, bad_input, decode_cursor
 from api.mutations import plain
 from api.types import Agent, Interaction, decode_global_id
@@ -55,6 +56,7 @@ def _agent(info: Any, agent_id: int | None) -> Any:
     return None if agent_id is None else ctx(info).loader(AgentByIdLoader).load(agent_id)
 
 
+@domain("complaints")
 class ComplaintSla(graphene.ObjectType):
     """Due times fixed at filing; breach computed now (met late, or unmet past due)."""
 
@@ -65,6 +67,7 @@ class ComplaintSla(graphene.ObjectType):
     breached = graphene.Boolean(required=True)
 
 
+@domain("complaints")
 class ComplaintTimelineEntry(graphene.ObjectType):
     kind = graphene.Field(ComplaintTimelineKind, required=True)
     occurred_at = graphene.DateTime(required=True)
@@ -83,9 +86,10 @@ class ComplaintTimelineEntry(graphene.ObjectType):
 
     @staticmethod
     def resolve_step_data(root: Any, info: Any) -> dict[str, Any]:
-        return {camel(k): v for k, v in (root.step_data or {}).items()}
+        return service.step_data_json(root.step_data)
 
 
+@domain("complaints")
 class ComplaintTransitionOption(graphene.ObjectType):
     to = graphene.Field(ComplaintTransition, required=True)
     target_status = graphene.Field(ComplaintStatusEnum, required=True)
@@ -95,7 +99,8 @@ class ComplaintTransitionOption(graphene.ObjectType):
         "Optional input fields it also takes (besides note)."))
 
 
-@node_type(READ, Complaint)
+@domain("complaints")
+@node_type(Complaint)
 class ComplaintNode(graphene.ObjectType):
     """A customer's complaint and where it stands in the workflow."""
 
@@ -173,6 +178,7 @@ class ComplaintNode(graphene.ObjectType):
 ComplaintConnection = connection(ComplaintNode, "Complaint")
 
 
+@domain("complaints")
 class ComplaintVocabularyItem(graphene.ObjectType):
     code = graphene.String(required=True)
     description = graphene.String(required=True)
@@ -241,6 +247,7 @@ def resolve_complaint(root: Any, info: Any, id: str) -> Any:
 # --- Statistics ----------------------------------------------------------------------------
 
 
+@domain("complaints")
 class ComplaintStatsGroup(graphene.ObjectType):
     """Complaints filed in the period, one group (or all of them). Durations in hours."""
 
@@ -264,6 +271,7 @@ class ComplaintStatsGroup(graphene.ObjectType):
         return _agent(info, int(root.key)) if root.key.isdigit() else None
 
 
+@domain("complaints")
 class ComplaintStats(graphene.ObjectType):
     period_from = graphene.Date(required=True, name="from")
     period_to = graphene.Date(required=True, name="to")
@@ -421,12 +429,13 @@ def query_fields() -> dict[str, graphene.Field]:
         "complaintChannels": scoped(graphene.Field(
             graphene.List(graphene.NonNull(ComplaintVocabularyItem)), required=True,
             resolver=lambda root, info: _vocabulary(complaint_settings().channels)), READ),
-        "complaintStats": scoped(graphene.Field(
+        "complaintStats": costly(scoped(graphene.Field(
             ComplaintStats, required=True, resolver=resolve_complaint_stats,
             args={"from_": graphene.Date(required=True, name="from"),
                   "to": graphene.Date(required=True),
                   "group_by": ComplaintStatsGrouping(description="Default TYPE.")},
-            description="Complaints filed from..to (whole days, RAPPORT_TIMEZONE)."), READ),
+            description="Complaints filed from..to (whole days, RAPPORT_TIMEZONE)."),
+            READ), REPORT_COST),
     }
 
 

@@ -12,7 +12,7 @@ from typing import Any
 from marshmallow import RAISE, Schema, ValidationError, fields, validate, validates_schema
 
 from core.db import MAX_ID
-from core.schemas import FUTURE_TOLERANCE, Tags, UTCDateTimeField
+from core.schemas import FUTURE_TOLERANCE, Day, Tags, UTCDateTimeField
 
 from plugins.complaints.config import CAUSES
 from plugins.complaints.models import ComplaintStatus, Severity
@@ -97,8 +97,8 @@ class ComplaintFilterSchema(_Strict):
 
 
 class StatsSchema(_Strict):
-    period_from = fields.Date(required=True, data_key="from")
-    period_to = fields.Date(required=True, data_key="to")
+    period_from = Day(required=True, data_key="from")
+    period_to = Day(required=True, data_key="to")
     group_by = fields.String(load_default="type", validate=validate.OneOf(
         ("type", "channel", "severity", "assignee", "month")))
 

@@ -13,9 +13,11 @@ from typing import Any
 
 from sqlalchemy import Select, and_, select, update
 
+from core import changes as audit
 from core.app import rapport
 from core.db import db, utcnow
-from core.errors import FieldError, UserError
+from core.errors import FieldError, UserError, camel
+from core.ids import global_id, shown_id
 from core.models import Agent, Customer, CustomerStatus, Interaction
 from core.services import load, not_found, transaction
 from core.services.staff import raise_alert
@@ -37,14 +39,14 @@ ERASED_TEXT = "(erased)"
 
 def _agent(agent_id: int | None, field_name: str) -> None:
     if agent_id is not None and db.session.get(Agent, agent_id) is None:
-        raise not_found("agent", agent_id, field_name)
+        raise not_found("agent", agent_id, field_name, type_name="Agent")
 
 
 def _complaint(complaint_id: int, *, lock: bool = True) -> Complaint:
     stmt = select(Complaint).where(Complaint.id == complaint_id)
     found = db.session.scalar(stmt.with_for_update() if lock else stmt)
     if found is None:
-        raise not_found("complaint", complaint_id)
+        raise not_found("complaint", complaint_id, type_name="Complaint")
     return found
 
 
@@ -69,7 +71,7 @@ def file_complaint(raw: Mapping[str, Any], *, actor_id: int | None = None,
     with transaction():
         customer = db.session.get(Customer, data["customer_id"])
         if customer is None:
-            raise not_found("customer", data["customer_id"], "customerId")
+            raise not_found("customer", data["customer_id"], "customerId", type_name="Customer")
         if customer.status == CustomerStatus.ERASED:
             raise UserError.single("The customer is erased; no complaint can be filed for it.",
                                    ComplaintErrorCode.CUSTOMER_ERASED, "customerId")
@@ -99,7 +101,16 @@ def file_complaint(raw: Mapping[str, Any], *, actor_id: int | None = None,
             db.session.flush()
             complaint.interaction_id = interaction.id
             rapport().hook.rapport_interaction_recorded(interaction=interaction)
+        gid, customer_gid = _ids(complaint)
+        audit.record(None, [gid, customer_gid], None, [audit.Event("complaint.filed", gid, {
+            "complaintId": gid, "customerId": customer_gid, "type": complaint.type,
+            "channel": complaint.channel, "severity": complaint.severity.value,
+            "filedAt": complaint.filed_at})])
     return complaint
+
+
+def _ids(complaint: Complaint) -> tuple[str, str]:
+    return global_id("Complaint", complaint.id), global_id("Customer", complaint.customer_id)
 
 
 def transition_complaint(raw: Mapping[str, Any], *, actor_id: int | None = None,
@@ -112,8 +123,14 @@ def transition_complaint(raw: Mapping[str, Any], *, actor_id: int | None = None,
                                ComplaintErrorCode.UNKNOWN_TYPE, "type")
     with transaction():
         complaint = _complaint(data["id"])
+        before = complaint.status
         entry = workflow.apply(complaint, data["to"], data, now, actor_id, data.get("note"))
         db.session.add(entry)
+        gid, customer_gid = _ids(complaint)
+        audit.record(None, [gid, customer_gid], {"status": [before, complaint.status]}, [
+            audit.Event("complaint.transitioned", gid, {
+                "complaintId": gid, "customerId": customer_gid, "transition": entry.transition,
+                "fromStatus": before, "toStatus": complaint.status})])
     return complaint
 
 
@@ -130,8 +147,11 @@ def assign_complaint(raw: Mapping[str, Any], *, actor_id: int | None = None,
             actor_id=actor_id, note=data.get("note"),
             step_data={"from_assignee_id": complaint.assignee_id,
                        "to_assignee_id": data["assignee_id"]}))
+        before = complaint.assignee_id
         complaint.assignee_id = data["assignee_id"]
         complaint.updated_at = now
+        audit.record(None, list(_ids(complaint)), audit.camel_changes(
+            {"assignee_id": (before, complaint.assignee_id)}, {"assignee_id": "Agent"}))
     return complaint
 
 
@@ -159,6 +179,9 @@ def set_sla_policy(raw: Mapping[str, Any]) -> SlaPolicy:
         row.resolution_hours = data["resolution_hours"]
         row.business_hours = data["business_hours"]
         row.updated_at = utcnow()
+        audit.record(None, [], {f"slaPolicy.{row.severity.value}": [None, {
+            "firstResponseHours": row.first_response_hours,
+            "resolutionHours": row.resolution_hours, "businessHours": row.business_hours}]})
     return row
 
 
@@ -184,6 +207,7 @@ def escalate_due(now: dt.datetime) -> EscalationRun:
     """``escalate_overdue`` in the caller's transaction (the demo data uses it)."""
     settings = complaint_settings()
     run = EscalationRun()
+    breaches: list[audit.Event] = []
     first_missed = and_(Complaint.first_response_at.is_(None),
                         Complaint.first_response_due < now,
                         Complaint.first_response_escalated_at.is_(None))
@@ -211,12 +235,16 @@ def escalate_due(now: dt.datetime) -> EscalationRun:
         elif settings.escalation_agent_id is not None:
             complaint.assignee_id = settings.escalation_agent_id
         complaint.updated_at = now
+        # camelCase and global ids: alerts and the timeline show it to clients as is.
         evidence = {
-            "complaint_id": complaint.id, "targets": [m[0] for m in missed],
-            "due": due_at.isoformat(),
-            "hours_overdue": round((now - due_at).total_seconds() / 3600, 2),
-            "severity_from": before.value, "severity_to": complaint.severity.value,
-            "assignee_from": assignee_before, "assignee_to": complaint.assignee_id,
+            "complaintId": global_id("Complaint", complaint.id),
+            "targets": [m[0] for m in missed], "due": due_at.isoformat(),
+            "hoursOverdue": round((now - due_at).total_seconds() / 3600, 2),
+            "severityFrom": before.value, "severityTo": complaint.severity.value,
+            "assigneeFrom": None if assignee_before is None
+            else global_id("Agent", assignee_before),
+            "assigneeTo": None if complaint.assignee_id is None
+            else global_id("Agent", complaint.assignee_id),
             "type": complaint.type,
         }
         db.session.add(TimelineEntry(
@@ -227,6 +255,13 @@ def escalate_due(now: dt.datetime) -> EscalationRun:
                             evidence, customers.get(complaint.customer_id))
         run.escalated.append(complaint.id)
         run.alerts.append(alert.id)
+        gid, customer_gid = _ids(complaint)
+        breaches.append(audit.Event("complaint.sla.breached", gid, {
+            "complaintId": gid, "customerId": customer_gid,
+            "targets": [m[0] for m in missed], "dueAt": due_at,
+            "severity": complaint.severity.value}))
+    audit.record(None, [global_id("Complaint", c) for c in run.escalated],
+                 {"escalated": [None, len(run.escalated)]}, breaches)
     return run
 
 
@@ -297,6 +332,19 @@ def _iso(value: dt.datetime | None) -> str | None:
     return value.isoformat() if value is not None else None
 
 
+#: Step-data keys stored as database ids (assignments, escalations before camelCase),
+#: shown as the global ids a client can look up.
+_STEP_DATA_IDS = {"from_assignee_id": "Agent", "to_assignee_id": "Agent",
+                  "assignee_from": "Agent", "assignee_to": "Agent", "complaint_id": "Complaint"}
+
+
+def step_data_json(step_data: Mapping[str, Any] | None) -> dict[str, Any]:
+    """A timeline entry's step data as clients see it: camelCase keys, global ids."""
+    return {camel(k): shown_id(_STEP_DATA_IDS[k], v)
+            if k in _STEP_DATA_IDS and v is not None else v
+            for k, v in (step_data or {}).items()}
+
+
 def export_section(customer_id: int) -> dict[str, Any] | None:
     complaints = db.session.scalars(select(Complaint).where(
         Complaint.customer_id == customer_id).order_by(Complaint.filed_at, Complaint.id)).all()
@@ -304,18 +352,19 @@ def export_section(customer_id: int) -> dict[str, Any] | None:
         return None
     history = timelines([c.id for c in complaints])
     return {"complaints": [{
-        "id": c.id, "type": c.type, "channel": c.channel, "severity": c.severity.value,
+        "id": global_id("Complaint", c.id), "type": c.type, "channel": c.channel,
+        "severity": c.severity.value,
         "status": c.status.value, "subject": c.subject, "description": c.description,
-        "reference": c.reference, "tags": c.tags, "cause": c.cause, "root_cause": c.root_cause,
-        "solution": c.solution, "rejection_reason": c.rejection_reason,
-        "satisfaction": c.satisfaction, "customer_resolved": c.customer_resolved,
-        "reopen_count": c.reopen_count, "filed_at": _iso(c.filed_at),
-        "first_response_at": _iso(c.first_response_at), "resolved_at": _iso(c.resolved_at),
-        "closed_at": _iso(c.closed_at),
-        "timeline": [{"kind": e.kind.value, "occurred_at": _iso(e.occurred_at),
-                      "from_status": e.from_status.value if e.from_status else None,
-                      "to_status": e.to_status.value if e.to_status else None,
-                      "note": e.note, "step_data": e.step_data}
+        "reference": c.reference, "tags": c.tags, "cause": c.cause, "rootCause": c.root_cause,
+        "solution": c.solution, "rejectionReason": c.rejection_reason,
+        "satisfaction": c.satisfaction, "customerResolved": c.customer_resolved,
+        "reopenCount": c.reopen_count, "filedAt": _iso(c.filed_at),
+        "firstResponseAt": _iso(c.first_response_at), "resolvedAt": _iso(c.resolved_at),
+        "closedAt": _iso(c.closed_at),
+        "timeline": [{"kind": e.kind.value, "occurredAt": _iso(e.occurred_at),
+                      "fromStatus": e.from_status.value if e.from_status else None,
+                      "toStatus": e.to_status.value if e.to_status else None,
+                      "note": e.note, "stepData": step_data_json(e.step_data)}
                      for e in history.get(c.id, [])],
     } for c in complaints]}
 

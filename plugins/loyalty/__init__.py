@@ -107,3 +107,17 @@ def rapport_churn_features(customers: Any, as_of: dt.datetime) -> Any:
     """Balance, tier rank, days since last earn / redemption, points expiring in 30 days
     (the churn plugin's hook, used when it is installed)."""
     return features.churn_features(customers, as_of)
+
+
+@hookimpl
+def rapport_job_kinds() -> list[Any]:
+    from plugins.loyalty.jobs import LOYALTY_JOB_KINDS
+
+    return LOYALTY_JOB_KINDS
+
+
+@hookimpl
+def rapport_event_types() -> list[tuple[str, str, dict[str, Any]]]:
+    from plugins.loyalty.events import EVENT_TYPES
+
+    return EVENT_TYPES

@@ -3,14 +3,14 @@
 from __future__ import annotations
 
 import datetime as dt
-import sys
 
 import click
 
 from core.cli import fail
 from core.errors import UserError
+from core.jobs import ConsoleProgress, run_here
 
-from plugins.loyalty import report, service
+from plugins.loyalty import report
 
 
 @click.group("loyalty")
@@ -22,23 +22,22 @@ def loyalty_group() -> None:
 @click.option("--as-of", type=click.DateTime(["%Y-%m-%dT%H:%M:%S%z", "%Y-%m-%d"]),
               help="Expire what is due at this time (default now; a date means 00:00 UTC).")
 def expire_command(as_of: dt.datetime | None) -> None:
-    """Write expiry entries for every lot past its expiry."""
+    """Write expiry entries for every lot past its expiry (the job loyalty.expire)."""
     when = as_of or dt.datetime.now(dt.timezone.utc)
     if when.tzinfo is None:
         when = when.replace(tzinfo=dt.timezone.utc)
-    due = service.lots_due(when)
-    with click.progressbar(length=max(due, 1), label="Expiring lots", file=sys.stderr) as bar:
-        run = service.expire_points(when, on_progress=bar.update)
-    click.echo(f"expired {run.points} points in {run.lots} lots of {run.customers} members")
+    run = run_here("loyalty.expire", {"asOf": when.isoformat()},
+                   ConsoleProgress("Expiring lots"))
+    click.echo(f"expired {run['points']} points in {run['lots']} lots of {run['customers']} "
+               f"members")
 
 
 @loyalty_group.command("tiers")
 def tiers_command() -> None:
-    """Re-evaluate every member's tier (moves down happen only here)."""
-    with click.progressbar(length=max(service.member_count(), 1), label="Re-evaluating tiers",
-                           file=sys.stderr) as bar:
-        moved = service.reevaluate_tiers(on_progress=bar.update)
-    click.echo(f"{moved} members changed tier")
+    """Re-evaluate every member's tier (moves down happen only here; the job
+    loyalty.tiers)."""
+    run = run_here("loyalty.tiers", {}, ConsoleProgress("Re-evaluating tiers"))
+    click.echo(f"{run['moved']} members changed tier")
 
 
 @loyalty_group.command("report")

@@ -29,7 +29,7 @@ from sqlalchemy.orm import aliased
 from core.db import db
 from core.models import Interaction
 
-from plugins.loyalty import ledger, tiers
+from plugins.loyalty import audit as loyalty_audit, ledger, tiers
 from plugins.loyalty.config import LoyaltySettings, add_months, period_bounds
 from plugins.loyalty.models import (
     Account, CapPeriod, EarnRule, EntryKind, LedgerEntry, Rounding, Tier, TierChangeReason,
@@ -169,6 +169,7 @@ def _earn(ids: Sequence[int], now: dt.datetime, settings: LoyaltySettings) -> se
     for c in earned:
         credits[c.customer_id] += c.points
     ledger.credit_balances(credits, now)
+    loyalty_audit.points_earned(credits)
     return set(credits)
 
 

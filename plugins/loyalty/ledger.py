@@ -43,7 +43,7 @@ from sqlalchemy.orm import make_transient_to_detached
 from core.db import JSONDocument, UTCDateTime, db
 from core.errors import ErrorCode, UserError
 from core.models import Customer, CustomerStatus
-from core.services import not_found, transaction
+from core.services import in_transaction, not_found, transaction
 
 from plugins.loyalty.errors import LoyaltyErrorCode
 from plugins.loyalty.models import Account, EntryKind, LedgerEntry, LotUse
@@ -83,7 +83,7 @@ def active_customer(customer_id: int, field: str = "customerId") -> None:
     """Refuse an unknown or erased customer before anything is written."""
     status = db.session.scalar(select(Customer.status).where(Customer.id == customer_id))
     if status is None:
-        raise not_found("customer", customer_id, field)
+        raise not_found("customer", customer_id, field, type_name="Customer")
     if status == CustomerStatus.ERASED:
         raise UserError.single("The customer is erased; their points can no longer move.",
                                ErrorCode.NOT_ALLOWED, field)
@@ -480,7 +480,14 @@ def once(key: str, digest: str, customer_id: int,
     wrote, whatever changed since; the same key with another request is
     ``IDEMPOTENCY_CONFLICT``. Two concurrent first calls race on the index: the loser
     rolls back and returns the winner's entry. Only failures pay for the extra look-ups.
+
+    Inside an outer transaction (a GraphQL mutation, a job), a failed write cannot be
+    rolled back alone: a replay is looked up first, and on PostgreSQL the operation runs
+    in a savepoint so that losing the race rolls back only its own writes. (SQLite
+    serialises writers, so no race can happen between the look-up and the write there.)
     """
+    if in_transaction():
+        return _once_nested(key, digest, customer_id, operation)
     try:
         with transaction():
             return operation()
@@ -490,5 +497,23 @@ def once(key: str, digest: str, customer_id: int,
             if first is None and isinstance(exc, IntegrityError):
                 active_customer(customer_id)  # an unknown customer fails the foreign key
         if first is None:
+            raise
+        return first
+
+
+def _once_nested(key: str, digest: str, customer_id: int,
+                 operation: Callable[[], LedgerEntry]) -> LedgerEntry:
+    first = _first_result(key, digest)
+    if first is not None:
+        return first
+    try:
+        if db.session.get_bind().dialect.name != "postgresql":
+            return operation()  # a failed statement leaves SQLite's transaction usable
+        with db.session.begin_nested():
+            return operation()
+    except IntegrityError:
+        first = _first_result(key, digest)
+        if first is None:
+            active_customer(customer_id)  # an unknown customer fails the foreign key
             raise
         return first

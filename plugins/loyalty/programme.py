@@ -39,11 +39,13 @@ def _earn_rule_schema() -> EarnRuleSchema:
 
 
 def _get(model: type[M], ident: int, what: str) -> M:
+    # The GraphQL types of EarnRule, Tier and Reward are LoyaltyEarnRule, ...
+    type_name = f"Loyalty{model.__name__}"
     if not 0 < ident <= MAX_ID:  # no such row; the driver would overflow on it
-        raise not_found(what, ident)
+        raise not_found(what, ident, type_name=type_name)
     row = db.session.get(model, ident, with_for_update=True)
     if row is None:
-        raise not_found(what, ident)
+        raise not_found(what, ident, type_name=type_name)
     if row.retired_at is not None:
         raise UserError.single(f"This {what} is retired and can no longer change.",
                                LoyaltyErrorCode.RETIRED, "id")

@@ -10,10 +10,11 @@ import graphene
 from graphene import relay
 
 from api import (
-    Money, RapportMutation, connection, ctx, error_type, global_id, load_related, make_page,
-    node_type, page_size, scoped,
+    Money, RapportMutation, connection, ctx, domain, error_type, global_id, load_related,
+    make_page, node_type, page_size, scoped,
 )
 from api.loaders import AgentByIdLoader, InteractionByIdLoader
+from api.limits import REPORT_COST, costly
 from api.pagination import bad_input, decode_cursor
 from core.errors import UserError
 from api.types import Agent, Interaction
@@ -53,7 +54,8 @@ def _retired(root: Any, info: Any) -> bool:
 # --- Programme types -------------------------------------------------------------------------
 
 
-@node_type(READ, Tier)
+@domain("loyalty")
+@node_type(Tier)
 class LoyaltyTier(graphene.ObjectType):
     """A member level: reached with ``thresholdPoints`` qualifying points earned (net of
     refunds) over the last ``windowMonths`` months."""
@@ -75,7 +77,8 @@ class LoyaltyTier(graphene.ObjectType):
         return ctx(info).loader(LoyaltyTierByIdLoader).load(int(id))
 
 
-@node_type(READ, EarnRule)
+@domain("loyalty")
+@node_type(EarnRule)
 class LoyaltyEarnRule(graphene.ObjectType):
     """Points for interactions of ``kind`` dated within [validFrom, validUntil):
     ``pointsPerUnit`` per unit of ``currency`` and/or ``bonusPoints`` per interaction, times
@@ -123,7 +126,8 @@ class LoyaltyEarnRule(graphene.ObjectType):
         return load_related(info, LoyaltyEarnRuleByIdLoader, root.supersedes_id)
 
 
-@node_type(READ, Reward)
+@domain("loyalty")
+@node_type(Reward)
 class LoyaltyReward(graphene.ObjectType):
     class Meta:
         interfaces = (relay.Node,)
@@ -151,6 +155,7 @@ class LoyaltyReward(graphene.ObjectType):
                 and (root.valid_until is None or now < root.valid_until))
 
 
+@domain("loyalty")
 class LoyaltyProgram(graphene.ObjectType):
     """The programme's configuration (retired items on request)."""
 
@@ -191,7 +196,8 @@ class LoyaltyProgram(graphene.ObjectType):
 # --- Member types --------------------------------------------------------------------------
 
 
-@node_type(READ, LedgerEntry)
+@domain("loyalty")
+@node_type(LedgerEntry)
 class LoyaltyLedgerEntry(graphene.ObjectType):
     """One ledger entry: positive points credit the account, negative ones debit it."""
 
@@ -231,6 +237,7 @@ class LoyaltyLedgerEntry(graphene.ObjectType):
 LoyaltyLedgerConnection = connection(LoyaltyLedgerEntry, "LoyaltyLedgerEntry")
 
 
+@domain("loyalty")
 class LoyaltyTierChange(graphene.ObjectType):
     from_tier = graphene.Field(LoyaltyTier)
     to_tier = graphene.Field(LoyaltyTier)
@@ -258,6 +265,7 @@ class Member:
     customer_id: int
 
 
+@domain("loyalty")
 class LoyaltyAccount(graphene.ObjectType):
     """A customer's points. A customer becomes a member at their first points."""
 
@@ -317,7 +325,8 @@ class LoyaltyAccount(graphene.ObjectType):
         return ctx(info).loader(PointsToNextTierByCustomerLoader).load(root.customer_id)
 
     @staticmethod
-    def resolve_expiring_points(root: Member, info: Any, within_days: int) -> Any:
+    def resolve_expiring_points(root: Member, info: Any, within_days: int | None = 30) -> Any:
+        within_days = 30 if within_days is None else within_days  # an explicit null
         if not 0 <= within_days <= 3660:
             raise bad_input("withinDays must be between 0 and 3660.")
         return ctx(info).loader(ExpiringPointsByCustomerLoader,
@@ -343,6 +352,7 @@ class LoyaltyAccount(graphene.ObjectType):
 # --- Report --------------------------------------------------------------------------------
 
 
+@domain("loyalty")
 class LoyaltyMonthFlows(graphene.ObjectType):
     """Points moved in a month (or the whole period), each flow as a positive number."""
 
@@ -354,6 +364,7 @@ class LoyaltyMonthFlows(graphene.ObjectType):
     removed = graphene.Int(required=True, description="Adjustments removing points.")
 
 
+@domain("loyalty")
 class LoyaltyTierMembers(graphene.ObjectType):
     tier = graphene.Field(LoyaltyTier, description="Null: members without a tier.")
     members = graphene.Int(required=True)
@@ -367,12 +378,14 @@ class LoyaltyTierMembers(graphene.ObjectType):
         return root[1]
 
 
+@domain("loyalty")
 class LoyaltyPurchaseBehaviour(graphene.ObjectType):
     customers = graphene.Int(required=True, description="Customers who purchased in the period.")
     repeat_purchase_rate = graphene.Float(description="Share who purchased at least twice.")
     purchase_frequency = graphene.Float(description="Purchases per purchasing customer.")
 
 
+@domain("loyalty")
 class LoyaltyReport(graphene.ObjectType):
     """The programme over a period of whole days (RAPPORT_TIMEZONE), both ends included."""
 
@@ -711,10 +724,10 @@ def query_fields() -> dict[str, graphene.Field]:
     return {
         "loyaltyProgram": scoped(graphene.Field(
             LoyaltyProgram, required=True, resolver=lambda root, info: LoyaltyProgram()), READ),
-        "loyaltyReport": scoped(graphene.Field(
+        "loyaltyReport": costly(scoped(graphene.Field(
             LoyaltyReport, required=True, resolver=resolve_loyalty_report,
             args={"from_": graphene.Date(required=True, name="from"),
-                  "to": graphene.Date(required=True)}), READ),
+                  "to": graphene.Date(required=True)}), READ), REPORT_COST),
     }
 
 

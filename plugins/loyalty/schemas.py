@@ -9,7 +9,7 @@ from typing import Any
 from marshmallow import RAISE, Schema, ValidationError, fields, validate, validates_schema
 
 from core.money import currency_decimals
-from core.schemas import Currency, UTCDateTimeField
+from core.schemas import Currency, Day, UTCDateTimeField
 
 from plugins.loyalty.models import CapPeriod, Rounding
 
@@ -175,8 +175,8 @@ class AdjustPointsSchema(_ValueMove):
 class ReportPeriodSchema(_Strict):
     """Calendar days in the business time zone, both included."""
 
-    from_ = fields.Date(required=True, data_key="from")
-    to = fields.Date(required=True)
+    from_ = Day(required=True, data_key="from")
+    to = Day(required=True)
 
     @validates_schema(skip_on_field_errors=True)
     def _range(self, data: dict[str, Any], **kwargs: Any) -> None:

@@ -15,10 +15,11 @@ from typing import Any
 from sqlalchemy import delete, func, select, update
 
 from core.db import db, utcnow
+from core.ids import global_id
 from core.errors import UserError
 from core.services import load, not_found, transaction
 
-from plugins.loyalty import ledger, tiers
+from plugins.loyalty import audit as loyalty_audit, ledger, tiers
 from plugins.loyalty.errors import LoyaltyErrorCode
 from plugins.loyalty.models import (
     Account, EntryKind, LedgerEntry, Reward, Tier, TierChange, TierChangeReason,
@@ -31,6 +32,12 @@ _rewards = Reward.__table__
 # --- Moving value --------------------------------------------------------------------------
 
 
+def audited(entry: LedgerEntry) -> LedgerEntry:
+    """``entry`` once its audit entry and event are written (in its transaction)."""
+    loyalty_audit.entry_recorded(entry)
+    return entry
+
+
 def redeem_points(raw: Mapping[str, Any], *, actor_id: int | None = None) -> LedgerEntry:
     """Spend a number of points; ``INSUFFICIENT_POINTS`` when the balance is short."""
     data = load(RedeemPointsSchema(), raw)
@@ -38,10 +45,10 @@ def redeem_points(raw: Mapping[str, Any], *, actor_id: int | None = None) -> Led
 
     def run() -> LedgerEntry:
         now = utcnow()
-        return ledger.debit(LedgerEntry(
+        return audited(ledger.debit(LedgerEntry(
             kind=EntryKind.REDEEM, customer_id=data["customer_id"], points=-data["points"],
             occurred_at=now, reason=data.get("reason"), actor_id=actor_id,
-            idempotency_key=data["idempotency_key"], request_fingerprint=digest), now)
+            idempotency_key=data["idempotency_key"], request_fingerprint=digest), now))
 
     return ledger.once(data["idempotency_key"], digest, data["customer_id"], run)
 
@@ -55,7 +62,7 @@ def redeem_reward(raw: Mapping[str, Any], *, actor_id: int | None = None) -> Led
         now = utcnow()
         reward = db.session.get(Reward, data["reward_id"])
         if reward is None:
-            raise not_found("reward", data["reward_id"], "rewardId")
+            raise not_found("reward", data["reward_id"], "rewardId", type_name="LoyaltyReward")
         if reward.retired_at is not None:
             raise UserError.single(f"The reward {reward.name!r} is retired.",
                                    LoyaltyErrorCode.REWARD_RETIRED, "rewardId")
@@ -74,11 +81,11 @@ def redeem_reward(raw: Mapping[str, Any], *, actor_id: int | None = None) -> Led
                 raise UserError.single(f"The reward {reward.name!r} is out of stock.",
                                        LoyaltyErrorCode.REWARD_OUT_OF_STOCK, "rewardId")
             db.session.expire(reward, ["stock", "updated_at"])
-        return ledger.debit(LedgerEntry(
+        return audited(ledger.debit(LedgerEntry(
             kind=EntryKind.REDEEM, customer_id=data["customer_id"],
             points=-reward.point_cost * quantity, occurred_at=now, reason=data.get("reason"),
             reward_id=reward.id, actor_id=actor_id, details={"quantity": quantity},
-            idempotency_key=data["idempotency_key"], request_fingerprint=digest), now)
+            idempotency_key=data["idempotency_key"], request_fingerprint=digest), now))
 
     return ledger.once(data["idempotency_key"], digest, data["customer_id"], run)
 
@@ -97,9 +104,9 @@ def adjust_points(raw: Mapping[str, Any], *, actor_id: int | None = None) -> Led
             expires_at=data.get("expires_at"), idempotency_key=data["idempotency_key"],
             request_fingerprint=digest)
         if entry.points < 0:
-            return ledger.debit(entry, now)
+            return audited(ledger.debit(entry, now))
         ledger.active_customer(entry.customer_id)
-        return ledger.credit(entry, now)
+        return audited(ledger.credit(entry, now))
 
     return ledger.once(data["idempotency_key"], digest, data["customer_id"], run)
 
@@ -148,6 +155,7 @@ def expire_points(as_of: dt.datetime | None = None, *, batch_size: int = 500,
                 select(LedgerEntry.customer_id).where(*_due(as_of)).distinct()
                 .order_by(LedgerEntry.customer_id).limit(batch_size)).all()
             done = expire_lots(customers, as_of, now) if customers else ExpiryRun()
+            loyalty_audit.points_expired(done.lots, done.points, done.customers)
         if not customers:
             return total
         total.lots += done.lots
@@ -250,17 +258,19 @@ def export_section(customer_id: int) -> dict[str, Any] | None:
     return {
         "balance": account.balance,
         "tier": tier_names.get(account.tier_id) if account.tier_id else None,
-        "member_since": iso(account.created_at),
+        "memberSince": iso(account.created_at),
         "entries": [{
-            "id": e.id, "kind": e.kind.value, "points": e.points,
-            "occurred_at": iso(e.occurred_at), "reason": e.reason,
-            "interaction_id": e.interaction_id, "reward_id": e.reward_id,
-            "expires_at": iso(e.expires_at), "remaining": e.remaining,
+            "id": global_id("LoyaltyLedgerEntry", e.id), "kind": e.kind.value,
+            "points": e.points, "occurredAt": iso(e.occurred_at), "reason": e.reason,
+            "interactionId": None if e.interaction_id is None
+            else global_id("Interaction", e.interaction_id),
+            "rewardId": None if e.reward_id is None else global_id("LoyaltyReward", e.reward_id),
+            "expiresAt": iso(e.expires_at), "remaining": e.remaining,
             "shortfall": e.shortfall} for e in entries],
-        "tier_history": [{
+        "tierHistory": [{
             "from": tier_names.get(c.from_tier_id) if c.from_tier_id else None,
             "to": tier_names.get(c.to_tier_id) if c.to_tier_id else None,
-            "changed_at": iso(c.changed_at), "reason": c.reason.value} for c in changes],
+            "changedAt": iso(c.changed_at), "reason": c.reason.value} for c in changes],
     }
 
 

@@ -15,6 +15,7 @@ from sqlalchemy import bindparam, case, func, insert, select, update
 
 from core.db import db
 
+from plugins.loyalty import audit as loyalty_audit
 from plugins.loyalty.config import add_months, loyalty_settings
 from plugins.loyalty.ledger import among
 from plugins.loyalty.models import Account, EntryKind, LedgerEntry, Tier, TierChange, TierChangeReason
@@ -100,6 +101,7 @@ def record_moves(moves: Sequence[Mapping[str, object]], now: dt.datetime) -> Non
         .values(tier_id=bindparam("b_tier"), tier_since=now, updated_at=now),
         [{"b_customer": m["customer_id"], "b_tier": m["to_tier_id"]} for m in moves])
     db.session.execute(insert(TierChange), [dict(m) for m in moves])
+    loyalty_audit.tiers_changed(moves)
 
 
 def points_to_next_tier(customer_ids: Sequence[int], now: dt.datetime

@@ -106,3 +106,10 @@ def rapport_cli_commands() -> list[click.Command]:
 def rapport_register_routes() -> list[Blueprint]:
     """``GET /reports/surveys/<id>.html``: the HTML report (surveys:read)."""
     return [routes.blueprint]
+
+
+@hookimpl
+def rapport_event_types() -> list[tuple[str, str, dict[str, Any]]]:
+    from plugins.surveys.events import EVENT_TYPES
+
+    return EVENT_TYPES

@@ -14,14 +14,14 @@ import datetime as dt
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import numpy as np
 from marshmallow import RAISE, ValidationError, fields, validate, validates_schema
 from sqlalchemy import select
 
 from core.db import MAX_ID, db
 from core.errors import ErrorCode, UserError, errors_from_marshmallow
+from core.lazy import lazy_module
 from core.models import Customer
 from core.schemas import InputSchema, UTCDateTimeField
 from core.services import load, not_found, transaction
@@ -32,6 +32,11 @@ from plugins.surveys.data import ResponseMatrix, load_matrix
 from plugins.surveys.errors import SurveyErrorCode
 from plugins.surveys.models import QuestionType, Survey
 from plugins.surveys.stats import AnalysisOptions, Item, ScaleSpec, SurveyAnalysis, analyse
+
+if TYPE_CHECKING:
+    import numpy as np
+else:  # imported on first use: the app starts without the statistics stack
+    np = lazy_module("numpy")
 
 #: Upper bound of k (requested or searched) and of requested factors.
 MAX_CLUSTERS = 20
@@ -125,7 +130,7 @@ def _survey(survey: Survey | int) -> Survey:
         return survey
     found = db.session.get(Survey, survey) if 0 < survey <= MAX_ID else None
     if found is None:
-        raise not_found("survey", survey, "surveyId")
+        raise not_found("survey", survey, "surveyId", type_name="Survey")
     return found
 
 
@@ -189,7 +194,7 @@ def report_html(run: AnalysisRun, generated_at: dt.datetime | None = None) -> st
     from plugins.surveys.report import render_report  # matplotlib: only when a page is made
 
     return render_report(run.survey.title, run.analysis, subtitle=describe_scope(run),
-                         generated_at=generated_at)
+                         generated_at=generated_at, matrix=run.matrix)
 
 
 def segment_from_options(raw: Mapping[str, Any]) -> dict[str, Any] | None:

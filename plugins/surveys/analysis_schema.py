@@ -15,9 +15,9 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import graphene
-from graphql import GraphQLError
 
-from api import RapportMutation, ctx, error_type, global_id
+from api import RapportMutation, domain, error_type, global_id
+from api.limits import ANALYSIS_COST, costly
 from api.mutations import plain
 from api.queries import CustomerFilterInput, customer_filter_spec
 from core.errors import FieldError, UserError
@@ -27,17 +27,9 @@ from plugins.surveys.errors import CODES
 from plugins.surveys.stats import SurveyAnalysis
 from plugins.surveys.stats.types import ClusterResult
 
-READ, WRITE = "surveys:read", "surveys:write"
+WRITE = "surveys:write"
 
 
-def require_read(info: Any, field: str) -> None:
-    """Refuse ``field`` to a caller without surveys:read. The scope rule checks root fields
-    only; a mutation payload (``submitSurveyResponse`` for a surveys:respond key,
-    ``createSurvey`` for surveys:write) would otherwise lead to every response, the
-    customers who gave them and the analyses."""
-    if not ctx(info).principal.allows(READ):
-        raise GraphQLError(f"Selecting {field} needs the {READ} scope, which this API key "
-                           f"lacks.", extensions={"code": "FORBIDDEN"})
 SurveyError = error_type("Survey", CODES)  # the same class as schema.SurveyError
 
 Rotation = graphene.Enum("SurveyFactorRotation", [
@@ -67,12 +59,14 @@ class SurveyAnalysisOptions(graphene.InputObjectType):
 # --- Result types ---------------------------------------------------------------------------
 
 
+@domain("surveys")
 class SurveyFrequency(graphene.ObjectType):
     value = graphene.Int(required=True)
     count = graphene.Int(required=True)
     percent = graphene.Float(required=True, description="Of the item's answers, 0-100.")
 
 
+@domain("surveys")
 class SurveyItemStatistics(graphene.ObjectType):
     key = graphene.String(required=True)
     label = graphene.String(required=True)
@@ -90,6 +84,7 @@ class SurveyItemStatistics(graphene.ObjectType):
                                 description="Every point of the scale, zeros included.")
 
 
+@domain("surveys")
 class SurveyOptionCount(graphene.ObjectType):
     key = graphene.String(required=True)
     label = graphene.String(required=True)
@@ -97,6 +92,7 @@ class SurveyOptionCount(graphene.ObjectType):
     percent = graphene.Float(description="Of the responses that answered the question.")
 
 
+@domain("surveys")
 class SurveyChoiceStatistics(graphene.ObjectType):
     key = graphene.String(required=True)
     text = graphene.String(required=True)
@@ -110,6 +106,7 @@ class SurveyAnalysisPart(graphene.Interface):
         "What was computed, or why it could not be (e.g. too few responses)."))
 
 
+@domain("surveys")
 class SurveyDescriptive(graphene.ObjectType):
     class Meta:
         interfaces = (SurveyAnalysisPart,)
@@ -120,6 +117,7 @@ class SurveyDescriptive(graphene.ObjectType):
                             description="Choice questions: answers per option.")
 
 
+@domain("surveys")
 class SurveyNps(graphene.ObjectType):
     key = graphene.String(required=True)
     n = graphene.Int(required=True)
@@ -135,6 +133,7 @@ class SurveyNps(graphene.ObjectType):
     method = graphene.String(required=True)
 
 
+@domain("surveys")
 class SurveyNpsPart(graphene.ObjectType):
     class Meta:
         interfaces = (SurveyAnalysisPart,)
@@ -142,6 +141,7 @@ class SurveyNpsPart(graphene.ObjectType):
     items = graphene.List(graphene.NonNull(SurveyNps), required=True)
 
 
+@domain("surveys")
 class SurveyCsat(graphene.ObjectType):
     key = graphene.String(required=True)
     n = graphene.Int(required=True)
@@ -150,6 +150,7 @@ class SurveyCsat(graphene.ObjectType):
     csat_pct = graphene.Float(description="Top-two-box share, 0-100.")
 
 
+@domain("surveys")
 class SurveyCsatPart(graphene.ObjectType):
     class Meta:
         interfaces = (SurveyAnalysisPart,)
@@ -160,6 +161,7 @@ class SurveyCsatPart(graphene.ObjectType):
 Matrix = graphene.List(graphene.NonNull(graphene.List(graphene.Float)), required=True)
 
 
+@domain("surveys")
 class SurveyCorrelations(graphene.ObjectType):
     class Meta:
         interfaces = (SurveyAnalysisPart,)
@@ -181,6 +183,7 @@ class SurveyCorrelations(graphene.ObjectType):
                                     f"items; every pair has a coefficient.")
 
 
+@domain("surveys")
 class SurveyDriver(graphene.ObjectType):
     key = graphene.String(required=True)
     label = graphene.String(required=True)
@@ -193,6 +196,7 @@ class SurveyDriver(graphene.ObjectType):
     relative_weight = graphene.Float(description="Johnson's relative weight (share of R2).")
 
 
+@domain("surveys")
 class SurveyDrivers(graphene.ObjectType):
     class Meta:
         interfaces = (SurveyAnalysisPart,)
@@ -205,12 +209,14 @@ class SurveyDrivers(graphene.ObjectType):
     warnings = graphene.List(graphene.NonNull(graphene.String), required=True)
 
 
+@domain("surveys")
 class SurveyItemAdequacy(graphene.ObjectType):
     key = graphene.String(required=True)
     kmo = graphene.Float()
     communality = graphene.Float()
 
 
+@domain("surveys")
 class SurveyFactors(graphene.ObjectType):
     class Meta:
         interfaces = (SurveyAnalysisPart,)
@@ -243,12 +249,14 @@ class SurveyFactors(graphene.ObjectType):
     warnings = graphene.List(graphene.NonNull(graphene.String), required=True)
 
 
+@domain("surveys")
 class SurveyAlphaIfDeleted(graphene.ObjectType):
     key = graphene.String(required=True)
     alpha = graphene.Float()
     item_total_correlation = graphene.Float()
 
 
+@domain("surveys")
 class SurveyScaleReliability(graphene.ObjectType):
     class Meta:
         interfaces = (SurveyAnalysisPart,)
@@ -265,6 +273,7 @@ class SurveyScaleReliability(graphene.ObjectType):
     warnings = graphene.List(graphene.NonNull(graphene.String), required=True)
 
 
+@domain("surveys")
 class SurveyReliability(graphene.ObjectType):
     class Meta:
         interfaces = (SurveyAnalysisPart,)
@@ -272,11 +281,13 @@ class SurveyReliability(graphene.ObjectType):
     scales = graphene.List(graphene.NonNull(SurveyScaleReliability), required=True)
 
 
+@domain("surveys")
 class SurveySilhouette(graphene.ObjectType):
     k = graphene.Int(required=True)
     silhouette = graphene.Float(required=True)
 
 
+@domain("surveys")
 class SurveyClusterProfile(graphene.ObjectType):
     cluster = graphene.Int(required=True, description="1 = the largest cluster.")
     size = graphene.Int(required=True)
@@ -289,6 +300,7 @@ class SurveyClusterProfile(graphene.ObjectType):
         return int(root.cluster) + 1
 
 
+@domain("surveys")
 class SurveyClusters(graphene.ObjectType):
     class Meta:
         interfaces = (SurveyAnalysisPart,)
@@ -310,6 +322,7 @@ class SurveyClusters(graphene.ObjectType):
         return [SurveySilhouette(k=k, silhouette=v) for k, v in root.silhouette_by_k.items()]
 
 
+@domain("surveys")
 class SurveyAnalysisRule(graphene.ObjectType):
     analysis = graphene.String(required=True)
     missing_rule = graphene.String(required=True)
@@ -388,6 +401,7 @@ def rules_of(analysis: SurveyAnalysis) -> list[SurveyAnalysisRule]:
     return rules
 
 
+@domain("surveys")
 class SurveyAnalysisResult(graphene.ObjectType):
     """The analyses of a survey's responses (all, a segment and/or a period)."""
 
@@ -439,7 +453,6 @@ def analysis_arguments(args: dict[str, Any]) -> dict[str, Any]:
 
 
 def resolve_analysis(root: Any, info: Any, **args: Any) -> SurveyAnalysisResult:
-    require_read(info, "Survey.analysis")
     try:
         return result_of(service.run_analysis(root, **analysis_arguments(args)))
     except UserError as exc:
@@ -459,15 +472,18 @@ def _scope_arguments() -> dict[str, Any]:
 
 
 def analysis_field() -> graphene.Field:
-    return graphene.Field(SurveyAnalysisResult, required=True, resolver=resolve_analysis,
-                          description=(
+    # Loads the responses and runs every analysis in Python, once per survey selected.
+    return costly(graphene.Field(SurveyAnalysisResult, required=True, resolver=resolve_analysis,
+                                 description=(
         "Every analysis of the responses (surveys:read). Computed on request; parts that "
-        "need more responses say so in their explanation."), **_scope_arguments())
+        "need more responses say so in their explanation."), **_scope_arguments()),
+        ANALYSIS_COST)
 
 
 # --- saveSurveyClusters ----------------------------------------------------------------------
 
 
+@domain("surveys")
 class SurveyClusterTag(graphene.ObjectType):
     cluster = graphene.Int(required=True, description="1 = the largest cluster.")
     tag = graphene.String(required=True)

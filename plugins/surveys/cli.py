@@ -1,5 +1,6 @@
 """``rapport surveys import SURVEY_ID FILE``: responses from CSV; ``rapport surveys report
-SURVEY_ID --out report.html``: the HTML report of the analyses (docs/surveys.md)."""
+SURVEY_ID --out report.html``: the HTML report of the analyses (docs/surveys.md). SURVEY_ID
+is the global id GraphQL shows, or the plain number."""
 
 from __future__ import annotations
 
@@ -8,7 +9,8 @@ from pathlib import Path
 
 import click
 
-from core.db import MAX_ID
+from core.cli_ids import ObjectId
+from core.ids import global_id
 from core.errors import UserError
 
 from core.importers import (
@@ -26,7 +28,7 @@ def surveys_group() -> None:
 
 
 @surveys_group.command("import")
-@click.argument("survey_id", type=click.IntRange(1))
+@click.argument("survey_id", type=ObjectId("Survey"))
 @click.argument("file", type=click.Path(dir_okay=False, path_type=Path))
 @click.option("--batch-size", default=DEFAULT_BATCH_SIZE, show_default=True,
               type=click.IntRange(1, 10_000), help="Rows per transaction.")
@@ -53,14 +55,14 @@ def import_command(survey_id: int, file: Path, batch_size: int, rejects_path: Pa
             reader.close()
     except ImportFileError as exc:
         raise click.ClickException(str(exc)) from None
-    click.echo(f"imported: {report.imported}, skipped (already there): {report.skipped}, "
-               f"rejected: {report.rejected}")
+    click.echo(f"survey {global_id('Survey', survey_id)}: imported: {report.imported}, "
+               f"skipped (already there): {report.skipped}, rejected: {report.rejected}")
     if report.rejected:
         click.echo(f"rejected rows and why: {report.rejects_path}")
 
 
 @surveys_group.command("report")
-@click.argument("survey_id", type=click.IntRange(1, MAX_ID))
+@click.argument("survey_id", type=ObjectId("Survey"))
 @click.option("--out", "out", required=True, type=click.Path(dir_okay=False, path_type=Path),
               help="Where to write the HTML page.")
 @click.option("--city", multiple=True, help="Only customers in this city (repeatable).")
@@ -98,6 +100,7 @@ def report_command(survey_id: int, out: Path, city: tuple[str, ...], country: tu
         out.write_text(page, encoding="utf-8")
     except OSError as exc:
         raise click.ClickException(f"Cannot write {out}: {exc.strerror}") from None
-    click.echo(f"{out}: {run.analysis.n_responses:,} responses "
+    click.echo(f"{out}: survey {global_id('Survey', survey_id)}, "
+               f"{run.analysis.n_responses:,} responses "
                f"(loaded in {run.seconds['load']:.2f} s, analysed in "
                f"{run.seconds['compute']:.2f} s)")

@@ -14,21 +14,30 @@ from __future__ import annotations
 import datetime as dt
 from collections import Counter
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import numpy as np
 from sqlalchemy import ColumnElement, Float, Select, cast, func, literal, select
 from sqlalchemy.dialects import postgresql
 from sqlalchemy.sql import Selectable
 
 from core.db import db
 from core.errors import ErrorCode, UserError
+from core.lazy import lazy_module
 
 from plugins.surveys.models import (
     CHOICE_TYPES, NUMERIC_TYPES, Question, QuestionType, Response, Scale, Survey,
 )
 from plugins.surveys.schemas import NPS_MAX, NPS_MIN
 from plugins.surveys.service import questions_of, scales_of
+
+if TYPE_CHECKING:
+    import numpy as np
+else:  # imported on first use: the app starts without the statistics stack
+    np = lazy_module("numpy")
+
+
+#: Text answers a report shows per TEXT question.
+TEXT_SAMPLE = 5
 
 
 @dataclass(frozen=True)
@@ -76,6 +85,12 @@ class ResponseMatrix:
     choice_counts: dict[str, dict[str, int]] = field(default_factory=dict)
     #: question key -> number of responses that answered the choice question.
     choice_answered: dict[str, int] = field(default_factory=dict)
+    #: TEXT questions as (key, text), in the survey's order.
+    text_questions: list[tuple[str, str]] = field(default_factory=list)
+    #: question key -> number of responses with a non-blank answer.
+    text_answered: dict[str, int] = field(default_factory=dict)
+    #: question key -> up to ``TEXT_SAMPLE`` answers, the latest first.
+    text_samples: dict[str, list[str]] = field(default_factory=dict)
     overall_key: str | None = None
 
     @property
@@ -176,19 +191,27 @@ def load_matrix(survey: Survey, customer_ids: Selectable | None = None, *,
     response_ids = table[:, 0].astype(np.int64)
     customers = None if survey.anonymous else table[:, 1].astype(np.int64)
 
-    counts: dict[str, dict[str, int]] = {}
-    answered: dict[str, int] = {}
-    if choice:
-        tallies: dict[str, Counter[str]] = {q.key: Counter() for q in choice}
-        answered = {q.key: 0 for q in choice}
-        for (document,) in db.session.execute(select(Response.choices).where(*conditions)):
-            for key, picked in (document or {}).items():
-                if key not in tallies:
-                    continue
-                answered[key] += 1
-                tallies[key].update(picked if isinstance(picked, list) else [picked])
-        counts = {q.key: {o["key"]: tallies[q.key].get(o["key"], 0) for o in q.options}
-                  for q in choice}
+    texts = [q for q in questions if q.type == QuestionType.TEXT]
+    tallies: dict[str, Counter[str]] = {q.key: Counter() for q in choice}
+    answered = {q.key: 0 for q in choice}
+    text_answered = {q.key: 0 for q in texts}
+    samples: dict[str, list[str]] = {q.key: [] for q in texts}
+    if choice or texts:
+        # One pass over both documents, the latest first (the text samples).
+        for chosen, written in db.session.execute(
+                select(Response.choices, Response.texts).where(*conditions)
+                .order_by(Response.submitted_at.desc(), Response.id.desc())):
+            for key, picked in (chosen or {}).items():
+                if key in tallies:
+                    answered[key] += 1
+                    tallies[key].update(picked if isinstance(picked, list) else [picked])
+            for key, text in (written or {}).items():
+                if key in text_answered and isinstance(text, str) and text.strip():
+                    text_answered[key] += 1
+                    if len(samples[key]) < TEXT_SAMPLE:
+                        samples[key].append(text.strip())
+    counts = {q.key: {o["key"]: tallies[q.key].get(o["key"], 0) for o in q.options}
+              for q in choice}
 
     return ResponseMatrix(
         survey_id=survey.id, anonymous=survey.anonymous, questions=items, values=values,
@@ -199,4 +222,6 @@ def load_matrix(survey: Survey, customer_ids: Selectable | None = None, *,
                                          tuple((o["key"], o["label"]) for o in q.options))
                           for q in choice],
         choice_counts=counts, choice_answered=answered,
+        text_questions=[(q.key, q.text) for q in texts], text_answered=text_answered,
+        text_samples=samples,
         overall_key=survey.overall_question_key)

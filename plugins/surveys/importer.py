@@ -37,9 +37,11 @@ from marshmallow import ValidationError
 from sqlalchemy import String, bindparam, insert, select, text
 from sqlalchemy.dialects.postgresql import ARRAY
 
+from core import changes
 from core.app import rapport
 from core.db import UTCDateTime, db, utcnow
 from core.errors import ErrorCode, FieldError
+from core.ids import global_id, shown_id
 from core.importers import BatchOutcome, ImportFileError, Record
 from core.schemas import FUTURE_TOLERANCE, UTCDateTimeField
 from core.services import transaction
@@ -164,7 +166,21 @@ class ResponseImporter:
                     hook = rapport().hook.rapport_survey_response_recorded
                     for new_id, row in inserted:
                         hook(response=Response(id=new_id, **row))
+            self._record(outcome, [new_id for new_id, _ in inserted] if fresh else [])
         return outcome
+
+    def _record(self, outcome: BatchOutcome, new_ids: Sequence[int]) -> None:
+        """One audit entry and one summarising event for the batch."""
+        survey = global_id("Survey", self.survey.id)
+        first = global_id("SurveyResponse", min(new_ids)) if new_ids else None
+        last = global_id("SurveyResponse", max(new_ids)) if new_ids else None
+        counts = {"recorded": len(new_ids), "skipped": outcome.skipped,
+                  "rejected": len(outcome.rejected)}
+        changes.record(None, [survey], {**{k: [None, v] for k, v in counts.items()},
+                                        "firstId": [None, first], "lastId": [None, last]},
+                       [changes.Event("survey.responses.imported", survey, {
+                           "surveyId": survey, **counts, "firstId": first, "lastId": last})]
+                       if new_ids else [])
 
     def _key(self, values: Mapping[str, Any]) -> tuple[str, str]:
         """The row's (source, external id): given, or a content key of its raw values
@@ -273,5 +289,5 @@ class ResponseImporter:
 def open_survey_import(survey_id: int) -> Survey:
     survey = db.session.get(Survey, survey_id)
     if survey is None:
-        raise ImportFileError(f"No survey with id {survey_id}.")
+        raise ImportFileError(f"No survey with id {shown_id('Survey', survey_id)}.")
     return survey

@@ -16,6 +16,7 @@ import numpy as np
 from matplotlib.figure import Figure
 
 from core.reports import PALETTE, HtmlReport, Section, figure_svg, fmt, new_figure, style_axes
+from plugins.surveys.data import TEXT_SAMPLE, ResponseMatrix
 from plugins.surveys.stats.types import (
     ClusterResult,
     CorrelationResult,
@@ -371,10 +372,44 @@ def _data_notes(report: HtmlReport, analysis: SurveyAnalysis) -> None:
     _warnings(section, analysis.warnings)
 
 
+def _choices(report: HtmlReport, matrix: ResponseMatrix) -> None:
+    if not matrix.choice_questions:
+        return
+    section = report.section("Choice questions", "How many responses chose each option; "
+                             "the share is of the responses that answered the question (a "
+                             "multiple-choice answer counts once per option chosen).")
+    for question in matrix.choice_questions:
+        answered = matrix.choice_answered.get(question.key, 0)
+        counts = matrix.choice_counts.get(question.key, {})
+        section.table(["Option", "Responses", "Share"],
+                      [[label, counts.get(key, 0),
+                        _pct(100.0 * counts.get(key, 0) / answered if answered else None)]
+                       for key, label in question.options],
+                      caption=f"{_short(question.text)} ({question.key}; {answered:,} "
+                              f"answered)")
+
+
+def _texts(report: HtmlReport, matrix: ResponseMatrix) -> None:
+    if not matrix.text_questions:
+        return
+    section = report.section("Text questions", f"How many responses answered each open "
+                             f"question, and the {TEXT_SAMPLE} latest answers.")
+    for key, text in matrix.text_questions:
+        answered = matrix.text_answered.get(key, 0)
+        samples = matrix.text_samples.get(key, [])
+        if not samples:
+            section.note(f"{_short(text)} ({key}): no answer yet.")
+            continue
+        section.table(["Latest answers"], [[answer] for answer in samples],
+                      caption=f"{_short(text)} ({key}; {answered:,} answered)")
+
+
 def render_report(survey_title: str, analysis: SurveyAnalysis, *,
                   subtitle: str | None = None,
-                  generated_at: dt.datetime | None = None) -> str:
-    """The HTML page (a string) of ``analysis``, titled after the survey."""
+                  generated_at: dt.datetime | None = None,
+                  matrix: ResponseMatrix | None = None) -> str:
+    """The HTML page (a string) of ``analysis``, titled after the survey; with the
+    ``matrix`` it ran on, the choice and text questions too."""
     report = HtmlReport(f"Survey: {survey_title}",
                         subtitle or f"{analysis.n_responses:,} responses",
                         generated_at=generated_at)
@@ -385,5 +420,8 @@ def render_report(survey_title: str, analysis: SurveyAnalysis, *,
     _factors(report, analysis, analysis.factors)
     _reliability(report, analysis, analysis.reliability)
     _clusters(report, analysis, analysis.clusters)
+    if matrix is not None:
+        _choices(report, matrix)
+        _texts(report, matrix)
     _data_notes(report, analysis)
     return report.render()

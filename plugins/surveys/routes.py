@@ -1,5 +1,9 @@
 """The survey report over HTTP: ``GET /reports/surveys/<id>.html`` (scope surveys:read).
 
+``<id>`` is the survey's global id (the integer is still accepted). Either a Bearer key
+with the scope, or a signed link from ``Survey.reportLink`` (``?token=``, which carries
+the parameters below; see ``core.report_links``).
+
 Query parameters, all optional: ``city``, ``country``, ``tag`` (repeat for several; a
 customer segment, not for anonymous surveys), ``after`` / ``before`` (ISO 8601 submission
 times), ``rotation`` (varimax, oblimin, promax), ``factors``, ``clusters`` (numbers).
@@ -11,10 +15,13 @@ from __future__ import annotations
 
 from typing import Any
 
-from flask import Blueprint, Response, jsonify, request
+from flask import Blueprint, Response
 
-from core.auth import require_scope
 from core.errors import ErrorCode, UserError
+from core.http import error_response, user_error_response
+from core.ids import global_id, parse_id
+from core.services import load
+from core.report_links import report_access, report_args
 
 from plugins.surveys import analysis
 
@@ -52,16 +59,42 @@ def report_arguments(args: Any) -> dict[str, Any]:
     return {"segment": segment, "period": period, "options": options}
 
 
-@blueprint.get("/reports/surveys/<int:survey_id>.html")
-@require_scope("surveys:read")
-def survey_report(survey_id: int) -> Any:
+def checked_arguments(args: Any) -> dict[str, Any]:
+    """``report_arguments`` with the options and period checked too (``UserError``): what
+    ``Survey.reportLink`` checks before it signs a link."""
+    arguments = report_arguments(args)
+    analysis.analysis_options(arguments["options"])
+    load(analysis.PeriodSchema(), dict(arguments["period"]))
+    return arguments
+
+
+REPORT = "surveys"
+
+
+def survey_path(survey_id: int) -> str:
+    return f"/reports/surveys/{global_id('Survey', survey_id)}.html"
+
+
+def _survey_id(kwargs: Any) -> int:
     try:
-        run = analysis.run_analysis(survey_id, **report_arguments(request.args))
+        return parse_id(kwargs["survey"], "Survey")
+    except ValueError:
+        raise LookupError(kwargs["survey"]) from None
+
+
+@blueprint.get("/reports/surveys/<survey>.html")
+@report_access("surveys:read", REPORT, _survey_id)
+def survey_report(survey: str) -> Any:
+    try:
+        survey_id = _survey_id({"survey": survey})
+    except LookupError:
+        return error_response(404, "NOT_FOUND", f"No survey with id {survey}.")
+    try:
+        run = analysis.run_analysis(survey_id, **report_arguments(report_args()))
     except UserError as exc:
         status = 404 if any(e.code == ErrorCode.NOT_FOUND and e.field == "surveyId"
                             for e in exc.errors) else 400
-        return jsonify(errors=[{"field": e.field, "message": e.message, "code": e.code}
-                               for e in exc.errors]), status
+        return user_error_response(exc, status)
     page = Response(analysis.report_html(run), mimetype="text/html")
     page.headers["Content-Security-Policy"] = PAGE_POLICY
     page.headers["X-Content-Type-Options"] = "nosniff"

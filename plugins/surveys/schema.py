@@ -16,20 +16,22 @@ import graphene
 from graphene import relay
 from graphene.types.generic import GenericScalar
 from sqlalchemy import func, select
+from werkzeug.datastructures import MultiDict
 
 from api import (
-    CustomerType, RapportMutation, connection, ctx, error_type, global_id, load_related,
-    make_page, node_type, page_size, scoped,
+    CustomerType, RapportMutation, connection, ctx, domain, error_type, global_id,
+    load_related, make_page, node_type, page_size, scoped,
 )
 from api.loaders import CustomerByIdLoader
 from api.pagination import after_condition, bad_input, decode_cursor
+from api.report_links import ReportLink
 from api.types import decode_global_id
 from core.db import db
+from core.errors import UserError
+from core.report_links import report_link
 
-from plugins.surveys import service
-from plugins.surveys.analysis_schema import (
-    SaveSurveyClusters, analysis_field, require_read,
-)
+from plugins.surveys import routes, service
+from plugins.surveys.analysis_schema import Rotation, SaveSurveyClusters, analysis_field
 from plugins.surveys.errors import CODES
 from plugins.surveys.loaders import (
     QuestionsBySurveyLoader, ResponseByIdLoader, ResponseCountByCustomerLoader,
@@ -48,16 +50,19 @@ SurveyQuestionType = graphene.Enum.from_enum(QuestionType, name="SurveyQuestionT
     "MULTI_CHOICE (a list of option keys), TEXT."))
 
 
+@domain("surveys")
 class SurveyOption(graphene.ObjectType):
     key = graphene.String(required=True, description="Stable: answers name it.")
     label = graphene.String(required=True)
 
 
+@domain("surveys")
 class SurveyScaleLabel(graphene.ObjectType):
     value = graphene.Int(required=True)
     label = graphene.String(required=True)
 
 
+@domain("surveys")
 class SurveyQuestion(graphene.ObjectType):
     key = graphene.String(required=True)
     position = graphene.Int(required=True)
@@ -87,11 +92,13 @@ class SurveyQuestion(graphene.ObjectType):
         return [SurveyOption(key=o["key"], label=o["label"]) for o in root.options or []]
 
 
+@domain("surveys")
 class SurveyScaleItem(graphene.ObjectType):
     key = graphene.String(required=True, description="A RATING question's key.")
     reverse = graphene.Boolean(required=True, description="Reverse-keyed: scored max+min-x.")
 
 
+@domain("surveys")
 class SurveyScale(graphene.ObjectType):
     name = graphene.String(required=True)
     items = graphene.List(graphene.NonNull(SurveyScaleItem), required=True)
@@ -101,6 +108,7 @@ class SurveyScale(graphene.ObjectType):
         return [SurveyScaleItem(key=i["key"], reverse=bool(i["reverse"])) for i in root.items]
 
 
+@domain("surveys")
 class SurveyAnswer(graphene.ObjectType):
     key = graphene.String(required=True, description="The question's key.")
     value = GenericScalar(required=True, description=(
@@ -112,7 +120,8 @@ def response_key(row: Response) -> list[Any]:
     return [row.submitted_at, row.id]
 
 
-@node_type(READ, Response)
+@domain("surveys")
+@node_type(Response)
 class SurveyResponseNode(graphene.ObjectType):
     """One response. An anonymous survey's responses have no customer, ever."""
 
@@ -140,7 +149,6 @@ class SurveyResponseNode(graphene.ObjectType):
     def resolve_customer(root: Response, info: Any) -> Any:
         if root.anonymous:
             return None
-        require_read(info, "SurveyResponse.customer")
         return load_related(info, CustomerByIdLoader, root.customer_id)
 
     @staticmethod
@@ -165,7 +173,8 @@ def _page_of(loader: type, count_loader: type, parent_id: int, first: int | None
     return page
 
 
-@node_type(READ, Survey)
+@domain("surveys")
+@node_type(Survey)
 class SurveyNode(graphene.ObjectType):
     """A questionnaire: DRAFT (editable), OPEN (collecting), CLOSED."""
 
@@ -192,10 +201,43 @@ class SurveyNode(graphene.ObjectType):
                                first=graphene.Int(description="At most 100."),
                                after=graphene.String(), description="Newest first.")
     analysis = analysis_field()
+    report_link = graphene.Field(
+        ReportLink, required=True, description=(
+            "A short-lived signed link to the HTML report (GET /reports/surveys/<id>.html) "
+            "with these parameters, for a browser: no API key needed until it expires."),
+        city=graphene.List(graphene.NonNull(graphene.String)),
+        country=graphene.List(graphene.NonNull(graphene.String)),
+        tag=graphene.List(graphene.NonNull(graphene.String),
+                          description="Customers with all of these tags."),
+        submitted_after=graphene.DateTime(), submitted_before=graphene.DateTime(),
+        rotation=Rotation(), factors=graphene.Int(), clusters=graphene.Int())
 
     @classmethod
     def get_node(cls, info: Any, id: str) -> Any:
         return ctx(info).loader(SurveyByIdLoader).load(int(id))
+
+    @staticmethod
+    def resolve_report_link(root: Survey, info: Any, **given: Any) -> ReportLink:
+        args: dict[str, Any] = {name: given.get(name) or [] for name in ("city", "country",
+                                                                         "tag")}
+        for name, key in (("submitted_after", "after"), ("submitted_before", "before")):
+            if given.get(name) is not None:
+                args[key] = given[name].isoformat()
+        if given.get("rotation") is not None:
+            args["rotation"] = str(getattr(given["rotation"], "value", given["rotation"]))
+        for name in ("factors", "clusters"):
+            if given.get(name) is not None:
+                args[name] = str(given[name])
+        query = MultiDict([(k, v) for k, values in args.items()
+                           for v in ([values] if isinstance(values, str) else values)])
+        try:
+            routes.checked_arguments(query)
+        except UserError as exc:
+            raise bad_input("; ".join(f"{e.field}: {e.message}" if e.field else e.message
+                                      for e in exc.errors)) from None
+        link = report_link(ctx(info).principal, routes.REPORT, routes.survey_path(root.id),
+                           root.id, args)
+        return ReportLink(url=link["url"], expires_at=link["expiresAt"])
 
     @staticmethod
     def resolve_collection_token(root: Survey, info: Any) -> str | None:
@@ -211,13 +253,11 @@ class SurveyNode(graphene.ObjectType):
 
     @staticmethod
     def resolve_response_count(root: Survey, info: Any) -> Any:
-        require_read(info, "Survey.responseCount")
         return ctx(info).loader(ResponseCountBySurveyLoader).load(root.id)
 
     @staticmethod
     async def resolve_responses(root: Survey, info: Any, first: int | None = None,
                                 after: str | None = None) -> Any:
-        require_read(info, "Survey.responses")
         return await _page_of(ResponsesBySurveyLoader, ResponseCountBySurveyLoader, root.id,
                               first, after)(info)
 

@@ -14,9 +14,11 @@ from typing import Any
 from sqlalchemy import delete, select, update
 from sqlalchemy.exc import IntegrityError
 
+from core import changes as audit
 from core.app import rapport
 from core.db import db, utcnow
 from core.errors import ErrorCode, FieldError, UserError, camel
+from core.ids import global_id, shown_id
 from core.models import Customer, CustomerStatus
 from core.schemas import FUTURE_TOLERANCE
 from core.services import load, not_found, transaction
@@ -35,7 +37,7 @@ def _survey(survey_id: int, *, lock: bool = False, field: str = "id") -> Survey:
     stmt = select(Survey).where(Survey.id == survey_id)
     found = db.session.scalar(stmt.with_for_update() if lock else stmt)
     if found is None:
-        raise not_found("survey", survey_id, field)
+        raise not_found("survey", survey_id, field, type_name="Survey")
     return found
 
 
@@ -200,7 +202,8 @@ def submit_response(raw: Mapping[str, Any], *, now: dt.datetime | None = None) -
         else:
             customer = db.session.get(Customer, customer_id)
             if customer is None:
-                errors.append(FieldError(f"No customer with id {customer_id}.",
+                errors.append(FieldError(f"No customer with id "
+                                         f"{shown_id('Customer', customer_id)}.",
                                          ErrorCode.NOT_FOUND, "customerId"))
             elif customer.status == CustomerStatus.ERASED:
                 errors.append(FieldError("The customer is erased.",
@@ -239,6 +242,14 @@ def submit_response(raw: Mapping[str, Any], *, now: dt.datetime | None = None) -
                     raise
                 return _resubmitted(raced, survey, customer_id)
         rapport().hook.rapport_survey_response_recorded(response=response)
+        gid = global_id("SurveyResponse", response.id)
+        survey_gid = global_id("Survey", survey.id)
+        customer = None if response.customer_id is None else global_id(
+            "Customer", response.customer_id)
+        audit.record(None, [gid, survey_gid, *([customer] if customer else [])], None, [
+            audit.Event("survey.response.submitted", gid, {
+                "responseId": gid, "surveyId": survey_gid, "customerId": customer,
+                "submittedAt": response.submitted_at})])
     return response
 
 
@@ -283,8 +294,8 @@ def export_section(customer_id: int) -> dict[str, Any] | None:
         .order_by(Response.submitted_at, Response.id)).all()
     if not rows:
         return None
-    return {"survey_responses": [{
-        "id": r.id, "survey_id": r.survey_id, "survey": title,
-        "submitted_at": r.submitted_at.isoformat(), "source": r.source,
-        "external_id": r.external_id,
+    return {"surveyResponses": [{
+        "id": global_id("SurveyResponse", r.id), "surveyId": global_id("Survey", r.survey_id),
+        "survey": title, "submittedAt": r.submitted_at.isoformat(), "source": r.source,
+        "externalId": r.external_id,
         "answers": {**r.numbers, **r.choices, **r.texts}} for r, title in rows]}

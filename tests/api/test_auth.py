@@ -106,16 +106,17 @@ def test_search_ignores_case_and_accents(app: Flask, gql: GraphQL) -> None:
     from core.services.customers import create_customer
 
     create_customer({"name": "José Núñez", "email": "JN@Example.com"})
-    for text in ("josé", "JOSE", "nunez", "example.COM"):
+    # E-mails are encrypted at rest: search reaches names only (the email filter is exact).
+    for text, expected in (("josé", 1), ("JOSE", 1), ("nunez", 1), ("example.COM", 0)):
         data = gql("query($s: String) { customers(filter: {search: $s}) { totalCount } }",
                    {"s": text})
-        assert data["customers"]["totalCount"] == 1, text
+        assert data["customers"]["totalCount"] == expected, text
 
 
 def test_search_wildcards_match_only_themselves(app: Flask, gql: GraphQL) -> None:
     from core.services.customers import create_customer
 
-    create_customer({"name": "Ann", "email": "ann_lee@x.io"})
+    create_customer({"name": "Ann_Lee", "email": "ann_lee@x.io"})
     create_customer({"name": "Bob", "email": "bob@x.io"})
     for text, expected in (("%", 0), ("_", 1), ("ann_", 1), ("b_b", 0)):
         data = gql("query($s: String) { customers(filter: {search: $s}) { totalCount } }",

@@ -41,11 +41,15 @@ def test_erase_and_export(app: Flask, gql: GraphQL) -> None:
                    {"id": gid})["exportCustomer"]["document"]
     assert exported["customer"]["email"] == "eve@x.io"
     assert exported["interactions"][0]["amount"] == "9.90"
+    assert exported["customer"]["id"] == gid and "exportedAt" in exported
+    assert exported["interactions"][0]["occurredAt"] and "occurred_at" not in \
+        exported["interactions"][0]
     erased = gql("""mutation($id: ID!) { eraseCustomer(input: {id: $id}) {
         customer { name email status } report errors { code } } }""", {"id": gid})[
         "eraseCustomer"]
     assert erased["customer"] == {"name": None, "email": None, "status": "ERASED"}
-    assert "email" in erased["report"]["core"]["fields_cleared"]
+    assert "email" in erased["report"]["core"]["fieldsCleared"]
+    assert erased["report"]["core"]["externalIdsRemoved"] == 0
     assert db.session.query(Interaction).count() == 1  # revenue facts stay
 
 
@@ -78,7 +82,8 @@ def test_alerts_are_listed_and_acknowledged(app: Flask, gql: GraphQL) -> None:
         edges { node { id kind severity evidence customer { name } } } pageInfo { hasNextPage } } }
         """)["alerts"]
     assert page["totalCount"] == 3 and page["pageInfo"]["hasNextPage"] is True
-    assert page["edges"][0]["node"]["evidence"] == {"window_count": 42}
+    # Evidence stored before it was written in camelCase reads in camelCase too.
+    assert page["edges"][0]["node"]["evidence"] == {"windowCount": 42}
     assert page["edges"][0]["node"]["customer"] == {"name": "A"}
     alert_id = page["edges"][0]["node"]["id"]
     done = gql("""mutation($id: ID!) { acknowledgeAlert(input: {id: $id}) {

@@ -55,11 +55,15 @@ def test_depth_and_cost_limits(make_app: AppFactory) -> None:
             "{ kind } } } } } } }")
     status, code, message = _top(gql.raw(wide))
     assert (status, code) == (400, "QUERY_TOO_COMPLEX") and "limit is 2000" in message
-    # Fragments are followed, and introspection stays free.
+    # Fragments are followed, and introspection costs like any other selection.
     sneaky = ("{ customers(first: 100) { ...F } } fragment F on CustomerConnection "
               "{ edges { node { interactions(first: 100) { edges { node { kind } } } } } }")
     assert _top(gql.raw(sneaky))[1] == "QUERY_TOO_COMPLEX"
-    assert gql("{ __schema { types { name fields { name type { name ofType { name } } } } } }")
+    schema_walk = ("{ __schema { types { name description fields { name description type "
+                   "{ name ofType { name ofType { name } } } } } } }")
+    assert _top(gql.raw(schema_walk))[:2] == (400, "QUERY_TOO_COMPLEX")
+    default = make_app()
+    assert GraphQL(default, admin_token(default))(schema_walk)["__schema"]["types"]
 
 
 class Exploding:
@@ -198,9 +202,11 @@ def test_record_interactions_partial_keeps_the_valid_items(app: Flask, gql: Grap
 def test_record_interactions_caps_the_batch(app: Flask, gql: GraphQL) -> None:
     gid = to_global_id("Customer", create_customer({"name": "Batch"}).id)
     items = [{"customerId": gid, "kind": "call", "occurredAt": "2026-01-01T00:00:00Z"}] * 1001
-    data = gql(RECORD_MANY, {"input": {"interactions": items}})["recordInteractions"]
-    assert data["errors"][0]["code"] == "TOO_MANY"
+    status, code, message = _top(gql.raw(RECORD_MANY, {"input": {"interactions": items}}))
+    assert (status, code) == (400, "BAD_USER_INPUT") and "1,000" in message
     assert db.session.query(Interaction).count() == 0
+    data = gql(RECORD_MANY, {"input": {"interactions": items[:1000]}})["recordInteractions"]
+    assert data["recordedCount"] == 1000 and data["errors"] == []
 
 
 def test_ids_beyond_bigint_are_user_errors(app: Flask, gql: GraphQL) -> None:

@@ -91,7 +91,7 @@ def test_unknown_or_malformed_customer_ids_are_typed_errors(gql: GraphQL) -> Non
     ada = _create(gql, "Ada")
     missing = relay.Node.to_global_id("Customer", 999_999)
     assert _refer(gql, missing, ada) == {"referral": None, "errors": [{
-        "field": "input.referrerId", "message": "No customer with id 999999.",
+        "field": "input.referrerId", "message": f"No customer with id {missing}.",
         "code": "NOT_FOUND"}]}
     assert _refer(gql, ada, missing)["errors"][0]["field"] == "input.referredId"
     malformed = _refer(gql, "not-an-id", ada)["errors"]
@@ -121,10 +121,11 @@ def test_merge_erase_and_export_hooks(gql: GraphQL) -> None:
                    {"id": ada})["exportCustomer"]["document"]
     rows = exported["plugins"]["referrals"]["referrals"]
     assert sorted((r["note"] or "") for r in rows) == ["", "her cousin"]
+    assert {r["referrerId"] for r in rows} == {ada} and "referredAt" in rows[0]
 
     erased = gql("mutation($id: ID!) { eraseCustomer(input: {id: $id}) { report } }",
                  {"id": ada})["eraseCustomer"]
-    assert erased["report"]["referrals"] == {"notes_cleared": 1}
+    assert erased["report"]["referrals"] == {"notesCleared": 1}
     # the referral facts stay (top referrers still count them), the free text is gone
     assert gql(TOP)["topReferrers"][0]["referrals"] == 2
 

@@ -51,7 +51,8 @@ def test_plugin_routes_are_protected_by_scope(make_app: AppFactory) -> None:
     assert client.get("/reports/demo").status_code == 401
     wrong = admin_token(app, ("customers:read",))
     denied = client.get("/reports/demo", headers={"Authorization": f"Bearer {wrong}"})
-    assert denied.status_code == 403 and denied.get_json()["error"]["code"] == "FORBIDDEN"
+    assert denied.status_code == 403
+    assert denied.get_json()["errors"][0]["extensions"]["code"] == "FORBIDDEN"
     right = admin_token(app, ("reports:read",))
     ok = client.get("/reports/demo", headers={"Authorization": f"Bearer {right}"})
     assert ok.status_code == 200 and ok.get_json() == {"ok": True}

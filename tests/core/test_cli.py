@@ -31,7 +31,8 @@ def test_apikey_create_list_revoke(app: Flask) -> None:
     assert key.scopes == ["customers:read", "interactions:write"]
     assert secret not in key.secret_hash
     listed = runner.invoke(cli, ["apikey", "list"])
-    assert f"{key.prefix}  shop  [customers:read, interactions:write]  active" in listed.output
+    assert (f"{key.prefix}  service shop  [customers:read, interactions:write]  active"
+            in listed.output)
     assert secret not in listed.output
     revoked = runner.invoke(cli, ["apikey", "revoke", key.prefix])
     assert revoked.exit_code == 0 and "revoked" in revoked.output

@@ -5,19 +5,34 @@ import pytest
 from core.config import ConfigError, load_settings
 
 
+PRODUCTION_KEYS = {"RAPPORT_SECRET_KEY": "s3cret",
+                   "RAPPORT_ENCRYPTION_KEYS": "kjQ8M5fB9hJt3nVYbq6f1cQ0m0pA3F0w7Xb0S1m2Y4E=",
+                   "RAPPORT_BLIND_INDEX_KEY": "b" * 40}
+
+
 def test_production_is_the_default_and_needs_a_secret(monkeypatch: pytest.MonkeyPatch) -> None:
-    for key in ("RAPPORT_ENV", "RAPPORT_SECRET_KEY"):
+    for key in ("RAPPORT_ENV", *PRODUCTION_KEYS):
         monkeypatch.delenv(key, raising=False)
     with pytest.raises(ConfigError, match="RAPPORT_SECRET_KEY is required in production"):
         load_settings()
-    settings = load_settings({"RAPPORT_SECRET_KEY": "s3cret"})
+    settings = load_settings(PRODUCTION_KEYS)
     assert settings.env == "production"
     assert settings.graphiql is False
 
 
-def test_development_gets_a_random_secret_and_graphiql() -> None:
+@pytest.mark.parametrize("missing", ["RAPPORT_ENCRYPTION_KEYS", "RAPPORT_BLIND_INDEX_KEY"])
+def test_production_needs_the_keys_of_personal_data(monkeypatch: pytest.MonkeyPatch,
+                                                    missing: str) -> None:
+    for key in ("RAPPORT_ENV", *PRODUCTION_KEYS):
+        monkeypatch.delenv(key, raising=False)
+    given = {k: v for k, v in PRODUCTION_KEYS.items() if k != missing}
+    with pytest.raises(ConfigError, match=f"{missing} is required in production"):
+        load_settings(given)
+
+
+def test_development_leaves_the_secret_to_the_instance_folder_and_has_graphiql() -> None:
     settings = load_settings({"RAPPORT_ENV": "development"})
-    assert len(settings.secret_key) >= 32
+    assert settings.secret_key == ""  # core.crypto.secret_key: kept in the instance folder
     assert settings.graphiql is True
 
 
@@ -43,6 +58,10 @@ def test_plugin_list(raw: object, expected: object) -> None:
     ("RAPPORT_BASE_CURRENCY", "dollars", "ISO 4217"),
     ("RAPPORT_GRAPHQL_MAX_DEPTH", "deep", "integer"),
     ("RAPPORT_GRAPHQL_MAX_DEPTH", "0", "positive"),
+    ("RAPPORT_GRAPHQL_INTROSPECTION", "yes", "on, off or scope"),
+    ("RAPPORT_MAX_BODY_BYTES", "big", "integer"),
+    ("RAPPORT_STATEMENT_TIMEOUT_MS", "soon", "milliseconds"),
+    ("RAPPORT_JOB_STATEMENT_TIMEOUT_MS", "-5", "positive"),
 ])
 def test_bad_settings_say_what_to_fix(key: str, value: str, message: str) -> None:
     with pytest.raises(ConfigError, match=message):

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import datetime as dt
 from decimal import Decimal
+from typing import Any
 
 import pytest
 from flask import Flask
@@ -11,6 +12,7 @@ from sqlalchemy import func, select
 
 from core.db import db
 from core.errors import UserError
+from core.ids import global_id
 from core.models import Customer, CustomerExternalId, CustomerStatus, CustomerTag, Interaction
 from core.services import customers
 from core.services.interactions import record_interaction
@@ -29,8 +31,10 @@ def test_create_normalises_and_stores_everything(app: Flask) -> None:
         "birth_date": "1990-04-02", "country": "fr", "city": "Lyon", "tags": ["VIP", "vip", " b "],
         "attributes": {"segment": "gold", "score": 3}, "source": "shop", "external_id": "C1"})
     assert customer.name == "José  Álvarez"
-    assert customer.email_normalized == "jose@example.com"
-    assert customer.phone_normalized == "3123456789"
+    # The look-up columns hold keyed hashes of the normalised values, never the values.
+    assert customer.email_blind_index == customers.email_blind_index("jose@example.com")
+    assert customer.phone_blind_index == customers.phone_blind_index("3123456789")
+    assert "jose" not in customer.email_blind_index
     assert customer.name_normalized == "jose alvarez"
     assert customer.country == "FR"
     assert customer.birth_date == dt.date(1990, 4, 2)
@@ -153,7 +157,8 @@ def test_erase_removes_personal_data_and_keeps_accounting(app: Flask) -> None:
     assert erased.status == CustomerStatus.ERASED
     assert (erased.name, erased.email, erased.phone, erased.birth_date, erased.city) == (
         None, None, None, None, None)
-    assert erased.email_normalized is None and erased.attributes == {}
+    assert (erased.email_blind_index, erased.phone_blind_index) == (None, None)
+    assert erased.attributes == {}
     assert db.session.scalar(select(func.count()).select_from(CustomerTag)) == 0
     assert db.session.scalar(select(func.count()).select_from(CustomerExternalId)) == 0
     kept = db.session.get(Interaction, purchase.id)
@@ -170,17 +175,35 @@ def test_erase_removes_personal_data_and_keeps_accounting(app: Flask) -> None:
     assert _codes(exc) == {"customerId": "NOT_ALLOWED"}
 
 
+def _keys(document: Any) -> list[str]:
+    """Every key Rapport defines in an export (users' attributes and payloads left out)."""
+    if isinstance(document, list):
+        return [k for item in document for k in _keys(item)]
+    if not isinstance(document, dict):
+        return []
+    return [k for key, value in document.items() for k in
+            [key, *([] if key in ("attributes", "payload") else _keys(value))]]
+
+
 def test_export_is_one_json_document(app: Flask) -> None:
     import json
 
     customer = customers.create_customer({"name": "Xi", "email": "xi@x.io", "tags": ["t"],
                                           "source": "shop", "external_id": "X"})
-    _purchase(customer.id, "12.30", "P1")
+    bought = _purchase(customer.id, "12.30", "P1")
     document = customers.export_customer(customer.id)
     assert json.loads(json.dumps(document)) == document
     assert document["customer"]["email"] == "xi@x.io"
-    assert document["customer"]["external_ids"] == [{"source": "shop", "external_id": "X"}]
+    assert document["customer"]["externalIds"] == [{"source": "shop", "externalId": "X"}]
     assert document["interactions"][0]["amount"] == "12.30"
+    # One face: global ids and camelCase keys, as GraphQL shows them.
+    assert document["customer"]["id"] == global_id("Customer", customer.id)
+    assert document["interactions"][0]["id"] == global_id("Interaction", bought.id)
+    assert {"birthDate", "incomeBand", "lifecycleStage", "ownerId", "createdAt",
+            "updatedAt"} <= set(document["customer"])
+    assert {"occurredAt", "externalId", "refersToId"} <= set(document["interactions"][0])
+    assert "exportedAt" in document
+    assert not [k for k in _keys(document) if "_" in k]
 
 
 def test_status_changes_only_through_the_service(app: Flask) -> None:

@@ -417,7 +417,7 @@ def test_rapport_customer_erased(probe_app: Flask, probe: Probe) -> None:
         "mutation($id: ID!) { eraseCustomer(input: {id: $id}) { report errors { code } } }",
         {"id": _global_id("Customer", _customer("Bob").id)})["eraseCustomer"]
     assert erased["errors"] == []
-    assert erased["report"]["probe"] == {"probe_rows_anonymised": 2}
+    assert erased["report"]["probe"] == {"probeRowsAnonymised": 2}  # camelCase, as all
 
 
 def test_rapport_customer_export(probe_app: Flask, probe: Probe) -> None:
@@ -645,6 +645,7 @@ class GraphQLProbe:
         return [ProbeOrphan]
 
 
+@api.domain("probe")
 class ProbeOrphan(graphene.ObjectType):
     """Reached by no field: only a rapport_graphql_types contribution puts it in the schema."""
 
@@ -890,3 +891,103 @@ def test_the_plugins_query_lists_what_is_loaded(make_app: AppFactory, probe: Pro
     # installed but not listed in the test's plugin set: shown, not enabled, and why
     if "referrals" in by_name:
         assert by_name["referrals"]["enabled"] is False
+
+
+# --- Events (core/outbox.py; docs/events.md) --------------------------------------------------
+
+
+class EventProbe:
+    """Declares an event type and collects what the relay hands out."""
+
+    name = "event_probe"
+
+    def __init__(self) -> None:
+        self.relayed: list[dict[str, Any]] = []
+
+    @hookimpl
+    def rapport_event_types(self) -> list[tuple[str, str, dict[str, Any]]]:
+        return [("customer.poked", "Someone poked a customer.",
+                 {"type": "object", "properties": {"customerId": {"type": "string"}},
+                  "required": ["customerId"]})]
+
+    @hookimpl
+    def rapport_events_relayed(self, events: list[dict[str, Any]]) -> None:
+        self.relayed.extend(events)
+
+
+def test_rapport_event_types(make_app: AppFactory) -> None:
+    from core import outbox
+
+    app = make_app(plugins=(EventProbe(),))
+    poked = outbox.catalogue(app)["customer.poked"]
+    assert (poked.plugin, poked.domain) == ("event_probe", "customers")
+    assert poked.schema["required"] == ["customerId"]
+    assert "customer.created" in outbox.catalogue(app)  # core's own, through the same hook
+
+
+def test_rapport_events_relayed(make_app: AppFactory) -> None:
+    from core import outbox
+    from core.changes import Event, record
+    from core.ids import global_id
+
+    probe = EventProbe()
+    app = make_app(plugins=(probe,))
+    with app.app_context():
+        ada = customers.create_customer({"name": "Ada"})
+        gid = global_id("Customer", ada.id)
+        with transaction():
+            record("pokeCustomer", [gid], events=[Event("customer.poked", gid,
+                                                        {"customerId": gid})])
+        assert probe.relayed == []  # nothing before the relay runs
+        assert outbox.relay_all() == 2
+    assert [e["type"] for e in probe.relayed] == ["customer.created", "customer.poked"]
+    assert probe.relayed[1]["data"] == {"customerId": gid}
+    assert probe.relayed[1]["id"].startswith("evt_")
+
+
+class JobProbe:
+    """Declares a job kind that counts customers and reports as it goes."""
+
+    name = "job_probe"
+
+    @hookimpl
+    def rapport_job_kinds(self) -> list[Any]:
+        from marshmallow import Schema, fields
+
+        from core.jobs import JobKind
+
+        class CountParameters(Schema):
+            at_least = fields.Integer(data_key="atLeast", load_default=0)
+
+        def count(parameters: dict[str, Any], progress: Any) -> dict[str, Any]:
+            progress(0.5, "counting")
+            found = db.session.scalar(select(func.count()).select_from(Customer))
+            return {"customers": found, "enough": found >= parameters["at_least"]}
+
+        return [JobKind("probe.count", CountParameters, "customers", count, "Counts.")]
+
+
+def test_rapport_job_kinds(make_app: AppFactory) -> None:
+    from core import jobs
+
+    app = make_app(plugins=(JobProbe(),))
+    with app.app_context():
+        kinds = jobs.job_kinds()
+        assert kinds["probe.count"].write_scope == "customers:write"
+        assert "core.import_customers" in kinds  # core's own, through the same hook
+        customers.create_customer({"name": "Ada"})
+        assert jobs.run_here("probe.count", {"atLeast": 2}, jobs.ConsoleProgress("x")) == {
+            "customers": 1, "enough": False}
+        with pytest.raises(UserError) as refused:
+            jobs.run_here("probe.count", {"atLeast": "many"}, jobs.ConsoleProgress("x"))
+        assert refused.value.errors[0].field == "parameters.atLeast"
+
+    class Misnamed:
+        name = "misnamed"
+
+        @hookimpl
+        def rapport_job_kinds(self) -> list[Any]:
+            return [jobs.JobKind("Count", dict, "customers", print)]  # type: ignore[arg-type]
+
+    with make_app(plugins=(Misnamed(),)).app_context(), pytest.raises(ConfigError):
+        jobs.job_kinds()

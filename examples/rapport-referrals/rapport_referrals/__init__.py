@@ -10,6 +10,7 @@ from sqlalchemy import delete, func, select, update
 
 from core import hookimpl
 from core.db import db
+from core.ids import global_id
 from core.models import Customer
 from rapport_referrals.models import Referral
 from rapport_referrals.schema import RecordReferral, customer_fields, query_fields
@@ -75,8 +76,9 @@ def rapport_customer_export(customer: Customer) -> dict[str, Any]:
     rows = db.session.scalars(select(Referral).where(
         (Referral.referrer_id == customer.id) | (Referral.referred_id == customer.id))
         .order_by(Referral.referred_at, Referral.id)).all()
-    return {"referrals": [{"referrer_id": r.referrer_id, "referred_id": r.referred_id,
-                           "referred_at": r.referred_at.isoformat(), "note": r.note}
+    return {"referrals": [{"referrerId": global_id("Customer", r.referrer_id),
+                           "referredId": global_id("Customer", r.referred_id),
+                           "referredAt": r.referred_at.isoformat(), "note": r.note}
                           for r in rows]}
 
 

@@ -6,7 +6,10 @@ from typing import Any
 import graphene
 from sqlalchemy import func, select
 
-from api import CustomerType, RapportLoader, RapportMutation, ctx, error_type, global_id, scoped
+from api import (
+    CustomerType, RapportLoader, RapportMutation, ctx, domain, error_type, global_id, page_size,
+    scoped,
+)
 from api.loaders import CustomerByIdLoader
 from core.db import db
 from rapport_referrals import service
@@ -15,6 +18,7 @@ from rapport_referrals.models import Referral as ReferralRow
 ReferralError = error_type("Referral")
 
 
+@domain("referrals")
 class Referral(graphene.ObjectType):
     referrer = graphene.Field(CustomerType, required=True)
     referred = graphene.Field(CustomerType, required=True)
@@ -43,6 +47,7 @@ def resolve_customer_referrals(root: Any, info: Any) -> Any:
     return ctx(info).loader(ReferralsByReferrerLoader).load(root.id)
 
 
+@domain("referrals")
 class TopReferrer(graphene.ObjectType):
     customer = graphene.Field(CustomerType, required=True)
     referrals = graphene.Int(required=True)
@@ -56,10 +61,17 @@ class TopReferrer(graphene.ObjectType):
         return root[1]
 
 
-def resolve_top_referrers(root: Any, info: Any, first: int = 10) -> list[tuple[int, int]]:
+TOP_REFERRERS = 10
+
+
+def resolve_top_referrers(root: Any, info: Any, first: int | None = TOP_REFERRERS
+                          ) -> list[tuple[int, int]]:
+    # A client may send an explicit null: it means the default, as on connections; a
+    # size out of 0..100 is the client's error (page_size says so), never a crash.
+    limit = TOP_REFERRERS if first is None else page_size(first)
     count = func.count(ReferralRow.id)
     stmt = (select(ReferralRow.referrer_id, count).group_by(ReferralRow.referrer_id)
-            .order_by(count.desc(), ReferralRow.referrer_id).limit(min(max(first, 0), 100)))
+            .order_by(count.desc(), ReferralRow.referrer_id).limit(limit))
     return [(referrer, n) for referrer, n in db.session.execute(stmt)]
 
 
@@ -98,5 +110,5 @@ def customer_fields() -> dict[str, graphene.Field]:
 def query_fields() -> dict[str, graphene.Field]:
     return {"topReferrers": scoped(graphene.Field(
         graphene.List(graphene.NonNull(TopReferrer)), required=True,
-        first=graphene.Int(default_value=10), resolver=resolve_top_referrers),
+        first=graphene.Int(default_value=TOP_REFERRERS), resolver=resolve_top_referrers),
         "referrals:read")}

@@ -8,6 +8,7 @@ from sqlalchemy import select
 
 from core.db import db
 from core.errors import ErrorCode, UserError
+from core.ids import shown_id
 from core.models import Customer, CustomerStatus
 from core.services import load, transaction
 from rapport_referrals.models import Referral
@@ -31,7 +32,8 @@ def record_referral(raw: Mapping[str, Any]) -> Referral:
         for key, field in (("referrer_id", "referrerId"), ("referred_id", "referredId")):
             status = found.get(data[key])
             if status is None:
-                raise UserError.single(f"No customer with id {data[key]}.",
+                raise UserError.single(f"No customer with id "
+                                       f"{shown_id('Customer', data[key])}.",
                                        ErrorCode.NOT_FOUND, field)
             if status == CustomerStatus.ERASED:
                 raise UserError.single("That customer is erased.", ErrorCode.NOT_ALLOWED, field)

@@ -7,7 +7,8 @@ Modules: ``types`` (inputs and results), ``prepare`` (answer checks, missing-dat
 
 from __future__ import annotations
 
-from plugins.surveys.stats.analysis import analyse
+from typing import Any
+
 from plugins.surveys.stats.types import (
     AnalysisOptions,
     ClusterResult,
@@ -25,3 +26,11 @@ from plugins.surveys.stats.types import (
 __all__ = ["AnalysisOptions", "ClusterResult", "CorrelationResult", "DriverResult",
            "FactorResult", "Item", "ItemSummary", "NpsResult", "ReliabilityResult",
            "ScaleSpec", "SurveyAnalysis", "analyse"]
+
+
+def analyse(*args: Any, **kwargs: Any) -> SurveyAnalysis:
+    """``stats.analysis.analyse``, imported on first use: numpy, scipy and scikit-learn
+    load when a survey is analysed, not when the app starts."""
+    from plugins.surveys.stats.analysis import analyse as run
+
+    return run(*args, **kwargs)

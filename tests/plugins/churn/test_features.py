@@ -38,12 +38,14 @@ def row(spec: features.FeatureSpec, customer_id: int) -> dict[str, float]:
 
 
 def test_core_features_by_hand(churn_app: Flask) -> None:
+    ada = customer("Ada", created_days_ago=400, gender="female", birth_date="1990-01-01",
+                   income_band="<25k", attributes={"seats": 12, "plan": "pro"})
+    # Stored before the attribute was declared (a write now types it): declaring does not
+    # rewrite stored values, so the features still meet text in a number attribute.
+    bob = customer("Bob", created_days_ago=50, attributes={"seats": "many"})
     define_customer_attribute({"key": "seats", "type": "number", "label": "Seats"})
     define_customer_attribute({"key": "plan", "type": "category", "label": "Plan",
                                "categories": ["basic", "pro"]})
-    ada = customer("Ada", created_days_ago=400, gender="female", birth_date="1990-01-01",
-                   income_band="<25k", attributes={"seats": 12, "plan": "pro"})
-    bob = customer("Bob", created_days_ago=50, attributes={"seats": "many"})
     purchase(ada, days_ago(300), "100.00")
     purchase(ada, days_ago(40), "20.50")
     purchase(ada, days_ago(20), "9.50")

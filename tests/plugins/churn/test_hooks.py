@@ -10,6 +10,7 @@ from sqlalchemy import func, inspect, select
 from core.app import rapport
 from core.db import db
 from core.demo import generate_demo
+from core.ids import global_id
 from core.migrate import current_heads, upgrade
 from core.models import Customer, CustomerStatus, Interaction
 from core.services.customers import erase_customer, export_customer, merge_customers
@@ -55,7 +56,7 @@ def test_merge_rekeys_records_attempts_and_scores(churn_app: Flask) -> None:
     records = db.session.scalars(select(ChurnRecord).order_by(ChurnRecord.churned_at)).all()
     assert [r.customer_id for r in records] == [ada, ada]
     assert [r.reactivated_at is None for r in records] == [True, False]  # one open record
-    assert records[1].reactivation_reason == f"merged into customer {ada}"
+    assert records[1].reactivation_reason == f"merged into customer {global_id('Customer', ada)}"
     assert db.session.scalar(select(WinbackAttempt.customer_id)) == ada
     scores = db.session.execute(select(ChurnScore.model_version_id, ChurnScore.risk)
                                 .where(ChurnScore.customer_id == ada)
@@ -94,11 +95,14 @@ def test_export_section(churn_app: Flask) -> None:
     service.reactivate_customer({"customer_id": ada, "reason": "Moved back"})
     _score(ada, _version(), 0.3)
     section = export_customer(ada)["plugins"]["churn"]
-    [record] = section["churn_records"]
-    assert (record["type"], record["reason"], record["note"], record["reactivation_reason"]) == (
+    [record] = section["churnRecords"]
+    assert (record["type"], record["reason"], record["note"], record["reactivationReason"]) == (
         "natural", "involuntary", "Moved abroad", "Moved back")
-    assert section["winback_attempts"] == []
-    assert section["latest_score"]["risk"] == 0.3
+    assert record["id"].startswith("Q2h1cm5SZWNvcmQ6")  # ChurnRecord:
+    assert section["winbackAttempts"] == []
+    assert section["latestScore"]["risk"] == 0.3
+    assert set(section["latestScore"]) == {"modelVersionId", "scoredAt", "risk", "pAlive",
+                                           "clv", "topFactors"}
     assert "churn" not in export_customer(customer("Bob")).get("plugins", {})
 
 
@@ -141,11 +145,12 @@ def test_upgrade_builds_exactly_the_models(make_app: AppFactory) -> None:
     app = make_app(enabled=["churn"])
     drop_everything(app)
     upgrade(app)
-    assert "churn_0001" in current_heads(app)
+    assert "churn_0002" in current_heads(app)
     with app.app_context():
         tables = {t for t in inspect(db.engine).get_table_names() if t.startswith("churn_")}
     assert tables == {"churn_records", "churn_winback_campaigns", "churn_winback_attempts",
-                      "churn_model_versions", "churn_scores", "churn_rate_alerts"}
+                      "churn_model_versions", "churn_scores", "churn_rate_alerts",
+                      "churn_score_runs", "churn_score_staging"}
     assert schema_differences(app) == []
     heads = current_heads(app)
     upgrade(app)

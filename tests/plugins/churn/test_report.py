@@ -108,7 +108,9 @@ def test_jump_raises_one_alert_per_month(paris_app: Flask) -> None:
     [alert] = _alerts()
     assert (alert.source, alert.evidence["month"], alert.evidence["churned"]) == (
         "churn", "2025-04", 6)
-    assert alert.evidence["churn_rate"] == pytest.approx(6 / 97, abs=1e-4)
+    assert alert.evidence["churnRate"] == pytest.approx(6 / 97, abs=1e-4)
+    assert set(alert.evidence) == {"month", "churnRate", "trailingMean", "trailingMonths",
+                                   "ratioThreshold", "churned", "activeAtStart"}
     _marks([c[20]], "2025-04-20T12:00:00+00:00")
     assert len(_alerts()) == 1
     result = paris_app.test_cli_runner().invoke(cli, ["churn", "check", "--as-of", "2025-05-03"])

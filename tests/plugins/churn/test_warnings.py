@@ -27,6 +27,11 @@ WARNINGS = """query($first: Int, $after: String, $minRisk: Float) {
                           topFactors { feature contribution } } } } }"""
 
 
+def _pk(value: str) -> int:
+    """The customer behind a warning row's global id (the CSV shows global ids)."""
+    return decode_global_id(value, "Customer")
+
+
 def _scored(n: int = 300, seed: int = 7) -> dict[str, int]:
     sim = load_simulation(n=n, seed=seed)
     version = modeling.fit_models(horizon_days=120)
@@ -120,9 +125,9 @@ def test_cli_csv(churn_app: Flask, tmp_path: Path) -> None:
         rows = list(csv.DictReader(handle))
     assert list(rows[0]) == modeling.WARNING_COLUMNS
     expected = _expected_order(0.2)[:30]
-    assert [int(r["customer_id"]) for r in rows] == expected
+    assert [_pk(r["customer_id"]) for r in rows] == expected
     assert f"{len(rows)} customers written" in result.output
-    by_id = {int(r["customer_id"]): r for r in rows}
+    by_id = {_pk(r["customer_id"]): r for r in rows}
     scores = {s.customer_id: s for s in db.session.scalars(select(ChurnScore))}
     some = by_id[expected[0]]
     assert some["external_ids"].startswith("default:S-")
@@ -133,7 +138,7 @@ def test_cli_csv(churn_app: Flask, tmp_path: Path) -> None:
     everyone = tmp_path / "all.csv"
     assert runner.invoke(cli, ["churn", "warnings", "--out", str(everyone)]).exit_code == 0
     with everyone.open(newline="", encoding="utf-8") as handle:
-        every_row = {int(r["customer_id"]): r for r in csv.DictReader(handle)}
+        every_row = {_pk(r["customer_id"]): r for r in csv.DictReader(handle)}
     assert list(every_row) == _expected_order()
     row = every_row[kept]
     assert (row["owner"], row["name"]) == ("Olga Owner <olga@example.com>", "'=HYPERLINK(1)")

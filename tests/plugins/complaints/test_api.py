@@ -149,7 +149,7 @@ def test_assign_and_note(gql: GraphQL, complaints_app: Flask) -> None:
     payload = assigned["assignComplaint"]
     assert payload["errors"] == [] and payload["complaint"]["assignee"]["name"] == "Grace"
     assert payload["complaint"]["timeline"][-1] == {
-        "kind": "ASSIGNMENT", "stepData": {"fromAssigneeId": None, "toAssigneeId": grace}}
+        "kind": "ASSIGNMENT", "stepData": {"fromAssigneeId": None, "toAssigneeId": gid("Agent", grace)}}
     unassigned = gql(ASSIGN, {"input": {"id": ident, "assigneeId": None}})
     assert unassigned["assignComplaint"]["complaint"]["assignee"] is None
     noted = gql(NOTE, {"input": {"id": ident, "note": "Called back"}})["addComplaintNote"]

@@ -112,7 +112,8 @@ def test_the_detect_job_raises_one_alert_per_series_and_day(complaints_app: Flas
         ("complaint_spike", "high")]
     logistics = next(a for a in alerts if a.evidence["series"] == "type:logistics")
     assert logistics.evidence["type"] == "logistics"
-    assert logistics.evidence["window_count"] == 30
+    assert logistics.evidence["windowCount"] == 30
+    assert {"windowDays", "pValue", "baselineDays"} <= set(logistics.evidence)
     assert logistics.evidence["expected"] == 0.2      # never seen before: the floor rate
     assert logistics.evidence["day"] == "2026-03-31"
     assert logistics.evidence["score"] >= 4

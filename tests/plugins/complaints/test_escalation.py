@@ -10,6 +10,7 @@ from sqlalchemy import select
 
 from core.cli import cli
 from core.db import db
+from core.ids import global_id
 from core.models import Alert
 from plugins.complaints import service
 from plugins.complaints.models import Complaint, EntryKind, Severity, TimelineEntry
@@ -42,13 +43,16 @@ def test_overdue_complaints_escalate_once_per_target(complaints_app: Flask) -> N
         TimelineEntry.kind == EntryKind.ESCALATION))
     assert entry is not None and entry.complaint_id == medium.id
     assert entry.step_data["targets"] == ["first_response"]
-    assert entry.step_data["severity_from"] == "medium"
-    assert entry.step_data["hours_overdue"] == 1.5
+    assert entry.step_data["severityFrom"] == "medium"
+    assert entry.step_data["hoursOverdue"] == 1.5
     alert = db.session.scalar(select(Alert))
     assert alert is not None
     assert (alert.kind, alert.severity, alert.source, alert.customer_id) == (
         "complaint_escalation", "high", "complaints", ada)
-    assert alert.evidence["complaint_id"] == medium.id
+    assert alert.evidence["complaintId"] == global_id("Complaint", medium.id)
+    assert set(alert.evidence) == {"complaintId", "targets", "due", "hoursOverdue",
+                                   "severityFrom", "severityTo", "assigneeFrom", "assigneeTo",
+                                   "type"}
     # later the resolution target is missed too: answered and fresh (first response) join
     run = service.escalate_overdue(_at(121))
     assert sorted(run.escalated) == sorted([medium.id, answered.id, fresh.id])
@@ -59,7 +63,8 @@ def test_overdue_complaints_escalate_once_per_target(complaints_app: Flask) -> N
 
 
 def test_critical_complaints_go_to_the_escalation_agent(make_app: AppFactory) -> None:
-    app = make_app(enabled=["complaints"], RAPPORT_COMPLAINTS_ESCALATION_AGENT="1")
+    app = make_app(enabled=["complaints"],
+                   RAPPORT_COMPLAINTS_ESCALATION_AGENT=global_id("Agent", 1))  # or "1"
     with app.app_context():
         lead = agent("Lead")
         assert lead == 1
@@ -82,7 +87,7 @@ def test_escalate_command_and_alerts_query(complaints_app: Flask, gql: GraphQL) 
     node = data["alerts"]["edges"][0]["node"]
     assert (node["kind"], node["severity"], node["status"]) == (
         "complaint_escalation", "medium", "OPEN")
-    assert node["evidence"]["complaint_id"] == complaint.id
+    assert node["evidence"]["complaintId"] == global_id("Complaint", complaint.id)
     sla = runner.invoke(cli, ["complaints", "sla", "--severity", "low",
                               "--first-response-hours", "2", "--resolution-hours", "8",
                               "--wall-clock"])

@@ -9,6 +9,7 @@ from flask import Flask
 from sqlalchemy import func, select
 
 from core.db import db
+from core.ids import global_id
 from core.models import Alert, Customer, Interaction
 from core.services.customers import erase_customer, export_customer, merge_customers
 from plugins import complaints as plugin
@@ -65,8 +66,10 @@ def test_export_section(complaints_app: Flask) -> None:
     [exported] = section["complaints"]
     assert (exported["subject"], exported["status"], exported["cause"]) == (
         "Parcel late", "confirmed", "quality_defect")
-    assert [(e["kind"], e["to_status"], e["note"]) for e in exported["timeline"]] == [
+    assert [(e["kind"], e["toStatus"], e["note"]) for e in exported["timeline"]] == [
         ("transition", "received", None), ("transition", "confirmed", "Checked")]
+    assert exported["id"] == global_id("Complaint", complaint.id)
+    assert exported["timeline"][1]["stepData"] == {"cause": "quality_defect"}
     assert "complaints" not in export_customer(customer("Bob")).get("plugins", {})
 
 

@@ -327,8 +327,14 @@ def test_bad_input_is_a_typed_error_and_writes_nothing(
 
 
 def test_scopes(loyalty_app: Flask, seeded: dict[str, str]) -> None:
-    reader = GraphQL(loyalty_app, admin_token(loyalty_app, ("loyalty:read", "customers:read")))
+    reader = GraphQL(loyalty_app, admin_token(loyalty_app, (
+        "loyalty:read", "customers:read", "interactions:read")))
     assert reader(LOYALTY, {"id": seeded["ada"]})["customer"]["loyalty"]["balance"] == 50
+    # A ledger entry's interaction is interactions data: loyalty:read alone does not read it.
+    member = GraphQL(loyalty_app, admin_token(loyalty_app, ("loyalty:read", "customers:read")))
+    response = member.raw(LOYALTY, {"id": seeded["ada"]})
+    assert response.status_code == 403
+    assert "Interaction.kind needs the interactions:read scope" in str(response.get_json())
     response = reader.raw(REDEEM_POINTS, {"input": {"customerId": seeded["ada"], "points": 1,
                                                     "idempotencyKey": "r"}})
     assert response.status_code == 403

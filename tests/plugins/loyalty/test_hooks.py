@@ -9,6 +9,7 @@ from flask import Flask
 from sqlalchemy import insert, select
 
 from core.db import db
+from core.ids import decode_global_id
 from core.models import Customer
 from core.services.customers import export_customer, merge_customers
 from plugins import loyalty as plugin
@@ -67,6 +68,9 @@ def test_export_section(loyalty_app: Flask) -> None:
     assert section["balance"] == 20 and section["tier"] is None
     assert [(e["kind"], e["points"], e["reason"]) for e in section["entries"]] == [
         ("earn", 25, None), ("redeem", -5, "coffee")]
+    assert {"memberSince", "tierHistory"} <= set(section)
+    assert {"occurredAt", "interactionId", "rewardId", "expiresAt"} <= set(section["entries"][0])
+    decode_global_id(section["entries"][0]["id"], "LoyaltyLedgerEntry")  # raises if not one
     assert "loyalty" not in export_customer(customer("Bob")).get("plugins", {})
 
 

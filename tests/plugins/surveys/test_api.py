@@ -29,6 +29,9 @@ CLOSE = """mutation($id: ID!) { closeSurvey(input: {id: $id}) {
 SUBMIT = """mutation($input: SubmitSurveyResponseInput!) { submitSurveyResponse(input: $input) {
   response { id submittedAt customer { name } answers { key value } survey { title } }
   errors { field message code } } }"""
+#: What a surveys:respond key may select: the response itself is surveys:read data.
+RESPOND = """mutation($input: SubmitSurveyResponseInput!) {
+  submitSurveyResponse(input: $input) { errors { field message code } } }"""
 
 DEFINITION: dict[str, Any] = {
     "title": "After purchase", "overallQuestionKey": "overall",
@@ -186,21 +189,24 @@ def test_anonymous_collection_needs_the_token_and_stores_no_customer(
     gql(OPEN, {"id": survey["id"]})
     respond = GraphQL(surveys_app, admin_token(surveys_app, ("surveys:respond",)))
     answers = [{"key": "nps", "value": 3}]
-    missing = respond(SUBMIT, {"input": {"surveyId": survey["id"], "answers": answers}})
+    missing = respond(RESPOND, {"input": {"surveyId": survey["id"], "answers": answers}})
     assert [(e["field"], e["code"]) for e in missing["submitSurveyResponse"]["errors"]] == [
         ("input.token", "ANONYMITY")]
-    wrong = respond(SUBMIT, {"input": {"surveyId": survey["id"], "token": token + "x",
+    wrong = respond(RESPOND, {"input": {"surveyId": survey["id"], "token": token + "x",
                                        "answers": answers}})
     assert wrong["submitSurveyResponse"]["errors"][0]["code"] == "ANONYMITY"
-    named = respond(SUBMIT, {"input": {"surveyId": survey["id"], "token": token,
+    named = respond(RESPOND, {"input": {"surveyId": survey["id"], "token": token,
                                        "customerId": gid("Customer", customer("Ada")),
                                        "answers": answers}})
     assert [(e["field"], e["code"]) for e in named["submitSurveyResponse"]["errors"]] == [
         ("input.customerId", "ANONYMITY")]
     assert _responses() == 0
-    ok = respond(SUBMIT, {"input": {"surveyId": survey["id"], "token": token,
-                                    "answers": answers}})["submitSurveyResponse"]
-    assert ok["errors"] == [] and ok["response"]["customer"] is None
+    reading = respond.raw(SUBMIT, {"input": {"surveyId": survey["id"], "token": token,
+                                             "answers": answers}})
+    assert reading.status_code == 403 and _responses() == 0
+    ok = respond(RESPOND, {"input": {"surveyId": survey["id"], "token": token,
+                                     "answers": answers}})["submitSurveyResponse"]
+    assert ok["errors"] == []
     assert db.session.scalar(select(Response.customer_id)) is None
     # The token is for surveys:write callers only; a respond-only key cannot read surveys.
     reader = GraphQL(surveys_app, admin_token(surveys_app, ("surveys:read",)))

@@ -14,6 +14,7 @@ from sqlalchemy import func, select
 from core import hookimpl
 from core.db import db
 from core.errors import UserError
+from core.ids import global_id
 from core.models import Customer
 from core.services.customers import erase_customer, export_customer, merge_customers
 from plugins import surveys as plugin
@@ -93,8 +94,10 @@ def test_export_section(surveys_app: Flask) -> None:
     survey = make_survey()
     ada = customer("Ada")
     answer(survey, ada, at=days_ago(2), nps=9, liked=["price"], comment="Fine")
-    [exported] = export_customer(ada)["plugins"]["surveys"]["survey_responses"]
+    [exported] = export_customer(ada)["plugins"]["surveys"]["surveyResponses"]
     assert exported["survey"] == "After purchase"
+    assert exported["surveyId"] == global_id("Survey", survey.id)
+    assert {"id", "surveyId", "submittedAt", "externalId"} <= set(exported)
     assert exported["answers"] == {"nps": 9, "liked": ["price"], "comment": "Fine"}
     assert "surveys" not in export_customer(customer("Bob")).get("plugins", {})
 

@@ -14,6 +14,7 @@ from sqlalchemy import func, select
 
 from core.cli import cli
 from core.db import db
+from core.ids import global_id
 from core.services.customers import erase_customer
 from plugins.surveys.models import Response
 from tests.conftest import AppFactory
@@ -115,8 +116,9 @@ def test_external_ids_make_rows_idempotent(surveys_app: Flask, tmp_path: Path) -
     file = _write(tmp_path / "ext.csv", [
         "customer_external_id,submitted_at,source,external_id,nps",
         "c-1,2026-01-05,crm,r-1,7", "c-1,2026-01-05,crm,r-1,7", "c-1,2026-01-06,crm,r-2,9"])
-    result = _run(surveys_app, survey.id, file)
-    assert "imported: 2, skipped (already there): 1, rejected: 0" in result.output
+    result = _run(surveys_app, global_id("Survey", survey.id), file)  # the global id
+    assert f"survey {global_id('Survey', survey.id)}: imported: 2, skipped (already there): " \
+        "1, rejected: 0" in result.output
     assert sorted(db.session.scalars(select(Response.external_id))) == ["r-1", "r-2"]
 
 
@@ -138,7 +140,10 @@ def test_header_problems_stop_before_anything_is_written(
 def test_survey_problems_stop_the_import(surveys_app: Flask, tmp_path: Path) -> None:
     file = _write(tmp_path / "x.csv", ["customer_external_id,submitted_at,nps",
                                        "c-1,2026-01-05,7"])
-    assert "No survey with id 99" in _run(surveys_app, 99, file).output
+    assert f"No survey with id {global_id('Survey', 99)}." in _run(surveys_app, 99, file).output
+    # The global id works as the argument too, and the output names the survey by it.
+    wrong = _run(surveys_app, global_id("Customer", 99), file)
+    assert wrong.exit_code == 2 and "Not a Survey id" in wrong.output
     draft = make_survey(open_it=False)
     assert "is a draft" in _run(surveys_app, draft.id, file).output
     anonymous = make_survey(anonymous=True)

@@ -9,6 +9,7 @@ from pathlib import Path
 import pytest
 from flask import Flask
 
+from core.ids import global_id
 from core.services.customers import create_customer
 from tests.browser import open_in_browser
 from tests.conftest import admin_token
@@ -36,9 +37,12 @@ def cli(app: Flask, *args: object) -> object:
 
 def test_the_cli_writes_the_page(surveys_app: Flask, survey_id: int, tmp_path: Path) -> None:
     out = tmp_path / "report.html"
-    result = cli(surveys_app, survey_id, "--out", out, "--rotation", "oblimin")
+    # The global id GraphQL shows; the plain number below names the same survey.
+    result = cli(surveys_app, global_id("Survey", survey_id), "--out", out,
+                 "--rotation", "oblimin")
     assert result.exit_code == 0, result.output  # type: ignore[attr-defined]
     assert "150 responses" in result.output  # type: ignore[attr-defined]
+    assert f"survey {global_id('Survey', survey_id)}," in result.output  # type: ignore
     page = out.read_text(encoding="utf-8")
     assert page.startswith("<!DOCTYPE html>") and "Survey: S" in page
     assert charts(page) == CHARTS
@@ -56,7 +60,8 @@ def test_the_cli_writes_the_page(surveys_app: Flask, survey_id: int, tmp_path: P
 def test_the_cli_refuses_bad_input_with_a_message(surveys_app: Flask, survey_id: int,
                                                   tmp_path: Path) -> None:
     out = tmp_path / "never.html"
-    for args, message in (((999_999,), "No survey with id 999999"),
+    for args, message in (((999_999,), f"No survey with id {global_id('Survey', 999_999)}."),
+                          ((global_id("Survey", 999_999),), "No survey with id U3VydmV5O"),
                           ((survey_id, "--clusters", "1"), "options.nClusters"),
                           ((survey_id, "--country", "France"), "filter.country.0"),
                           ((survey_id, "--after", "yesterday"), "submittedAfter")):
@@ -64,6 +69,10 @@ def test_the_cli_refuses_bad_input_with_a_message(surveys_app: Flask, survey_id:
         assert result.exit_code == 1, result.output  # type: ignore[attr-defined]
         assert message in result.output  # type: ignore[attr-defined]
         assert "Traceback" not in result.output  # type: ignore[attr-defined]
+    for wrong in ("abc", global_id("Customer", survey_id), "0"):
+        result = cli(surveys_app, wrong, "--out", out)
+        assert result.exit_code == 2, result.output  # type: ignore[attr-defined]
+        assert "global id" in result.output  # type: ignore[attr-defined]
     assert not out.exists()
     result = cli(surveys_app, survey_id, "--out", tmp_path / "missing" / "r.html")
     assert result.exit_code == 1 and "Cannot write" in result.output  # type: ignore
@@ -74,19 +83,22 @@ def test_the_route_needs_the_scope(surveys_app: Flask, survey_id: int) -> None:
     url = f"/reports/surveys/{survey_id}.html"
     missing = client.get(url)
     assert missing.status_code == 401
-    assert missing.get_json()["error"]["code"] == "UNAUTHENTICATED"
+    assert missing.get_json()["errors"][0]["extensions"]["code"] == "UNAUTHENTICATED"
     bad = client.get(url, headers={"Authorization": "Bearer rpk_nope_nope"})
     assert bad.status_code == 401
     respond = admin_token(surveys_app, ("surveys:respond",))
     refused = client.get(url, headers={"Authorization": f"Bearer {respond}"})
-    assert refused.status_code == 403 and refused.get_json()["error"]["code"] == "FORBIDDEN"
+    assert refused.status_code == 403
+    assert refused.get_json()["errors"][0]["extensions"]["code"] == "FORBIDDEN"
 
 
 def test_the_route_answers_404_and_400_with_typed_errors(surveys_app: Flask,
                                                          survey_id: int) -> None:
     client = surveys_app.test_client()
     headers = {"Authorization": f"Bearer {admin_token(surveys_app, ('surveys:read',))}"}
-    for path in ("/reports/surveys/999999.html", f"/reports/surveys/{2**63}.html"):
+    for path in ("/reports/surveys/999999.html", f"/reports/surveys/{2**63}.html",
+                 f"/reports/surveys/{global_id('Survey', 999_999)}.html",
+                 f"/reports/surveys/{global_id('Customer', survey_id)}.html"):
         unknown = client.get(path, headers=headers)
         assert unknown.status_code == 404
     assert client.get("/reports/surveys/abc.html", headers=headers).status_code == 404
@@ -96,15 +108,16 @@ def test_the_route_answers_404_and_400_with_typed_errors(surveys_app: Flask,
                          ("after=2026-13-01", "submittedAfter")):
         answer = client.get(f"/reports/surveys/{survey_id}.html?{query}", headers=headers)
         assert answer.status_code == 400, query
-        assert [e["field"] for e in answer.get_json()["errors"]] == [field], query
+        errors = answer.get_json()["errors"]
+        assert [e["extensions"]["field"] for e in errors] == [field], query
 
 
 def test_the_route_serves_a_page_the_browser_draws(surveys_app: Flask, survey_id: int,
                                                    tmp_path: Path) -> None:
     client = surveys_app.test_client()
     headers = {"Authorization": f"Bearer {admin_token(surveys_app, ('surveys:read',))}"}
-    answer = client.get(f"/reports/surveys/{survey_id}.html?rotation=promax&clusters=3",
-                        headers=headers)
+    answer = client.get(f"/reports/surveys/{global_id('Survey', survey_id)}.html"
+                        "?rotation=promax&clusters=3", headers=headers)
     assert answer.status_code == 200
     assert answer.mimetype == "text/html"
     assert "default-src 'none'" in answer.headers["Content-Security-Policy"]

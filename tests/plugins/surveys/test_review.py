@@ -16,7 +16,7 @@ from plugins.surveys import service
 from plugins.surveys.models import Question, Response, Scale
 from tests.conftest import AppFactory, GraphQL, admin_token
 from tests.plugins.surveys.conftest import answer, customer, make_survey
-from tests.plugins.surveys.test_api import CREATE, DEFINITION, SUBMIT, UPDATE, gid
+from tests.plugins.surveys.test_api import CREATE, DEFINITION, RESPOND, SUBMIT, UPDATE, gid
 
 T = TypeVar("T")
 
@@ -100,7 +100,7 @@ def test_a_respond_key_cannot_read_the_analysis_through_the_payload(
 
 def test_without_the_token_nothing_about_the_questions_is_told(surveys_app: Flask) -> None:
     survey = make_survey(anonymous=True)
-    data = _respond_key(surveys_app)(SUBMIT, {"input": {
+    data = _respond_key(surveys_app)(RESPOND, {"input": {
         "surveyId": gid("Survey", survey.id), "token": "guess",
         "answers": [{"key": "probe", "value": 1}, {"key": "channel", "value": "x"}]}})
     errors = data["submitSurveyResponse"]["errors"]
