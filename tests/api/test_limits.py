@@ -154,9 +154,10 @@ def test_each_alias_of_a_count_pays_its_count(app: Flask, gql: GraphQL) -> None:
 
 def test_a_search_is_charged_for_the_page_and_for_the_count(app: Flask, gql: GraphQL) -> None:
     one = 1 + limits.PAGE_QUERY_COST + 2 * limits.SEARCH_COST + 1 + limits.COUNT_COST
+    count = 50_000 // one + 1  # a handful of aliases, well under the token limit
     extensions = _too_complex(gql.raw(
-        "{ " + " ".join(f"c{i}: {SEARCH_COUNTING}" for i in range(24_000 // 100)) + " }"))
-    assert extensions["cost"] == (24_000 // 100) * one
+        "{ " + " ".join(f"c{i}: {SEARCH_COUNTING}" for i in range(count)) + " }"))
+    assert extensions["cost"] == count * one
     # A filter given as a variable may hold a search: charged as one.
     schema = gql.client.application.extensions["rapport_graphql"]
     variable = parse("query($f: CustomerFilterInput) { customers(first: 0, filter: $f) "
@@ -165,18 +166,21 @@ def test_a_search_is_charged_for_the_page_and_for_the_count(app: Flask, gql: Gra
                           schema.cost_tables)[0].cost == one
 
 
-def test_alias_flood_of_mutations_is_refused_and_writes_nothing(app: Flask,
-                                                                gql: GraphQL) -> None:
+def test_alias_flood_of_mutations_is_refused_and_writes_nothing(make_app: AppFactory) -> None:
+    # A cost limit low enough that the flood fits the token limit: the cost refuses it.
+    app = make_app(RAPPORT_GRAPHQL_MAX_COMPLEXITY="20000")
+    gql = GraphQL(app, admin_token(app))
     service = app.extensions["rapport_graphql"]
     create = 'createCustomer(input: {name: "Flood"}) { customer { id } }'
     one = limits.measure(service.schema.graphql_schema, parse(f"mutation {{ {create} }}"),
                          service.cost_tables)[0].cost
     assert one == 1 + limits.MUTATION_COST + 1 + 1
-    count = 50_000 // one + 1
+    count = 20_000 // one + 1
     extensions = _too_complex(gql.raw(
         "mutation { " + " ".join(f"m{i}: {create}" for i in range(count)) + " }"))
     assert extensions["cost"] == count * one
-    assert db.session.query(Customer).count() == 0
+    with app.app_context():
+        assert db.session.query(Customer).count() == 0
 
 
 def test_nested_counts_are_charged_once_per_selection(app: Flask, gql: GraphQL) -> None:
@@ -218,9 +222,10 @@ def test_deep_introspection_costs_like_any_selection(app: Flask, gql: GraphQL) -
     one = limits.measure(service.schema.graphql_schema, parse("{ " + deep + " }"),
                          service.cost_tables)[0].cost
     assert one > len(service.schema.graphql_schema.type_map) * 3
-    extensions = _too_complex(gql.raw("{ " + " ".join(f"s{i}: {deep}" for i in range(100))
+    count = 50_000 // one + 1
+    extensions = _too_complex(gql.raw("{ " + " ".join(f"s{i}: {deep}" for i in range(count))
                                       + " }"))
-    assert abs(extensions["cost"] - 100 * one) <= 100  # each rounded up on its own
+    assert abs(extensions["cost"] - count * one) <= count  # each rounded up on its own
     # 500 of them do not even fit the token limit.
     too_long = _too_complex(gql.raw("{ " + " ".join(f"s{i}: {deep}" for i in range(500))
                                     + " }"))
@@ -356,16 +361,16 @@ def test_deeply_nested_document_is_refused(app: Flask, gql: GraphQL) -> None:
 
 def test_document_cache_is_bounded_in_bytes(app: Flask, gql: GraphQL,
                                             monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(graphql_view, "CACHE_BYTES", 4_000_000)
+    monkeypatch.setattr(graphql_view, "CACHE_BYTES", 3_000_000)
     service = app.extensions["rapport_graphql"]
     with app.test_request_context():
         principal = authenticate(f"Bearer {gql.token}", "10.0.0.1", None)
-    padding = " ".join(f"n{j}: name" for j in range(1_400))  # 15 kB: about 1.5 MB parsed
+    padding = " ".join(f"n{j}: name" for j in range(1_200))  # 13 kB: about 1.3 MB parsed
     for i in range(6):
         prepared = service.prepare(f"query Q{i} {{ customers(first: 1) {{ edges {{ node {{ "
                                    f"{padding} }} }} }} }}", principal)
         assert prepared.document is not None, prepared.errors
-        assert service.cache_bytes <= 4_000_000
+        assert service.cache_bytes <= 3_000_000
     assert len(service._cache) == 2  # the four oldest were evicted
     assert all(isinstance(key[0], bytes) and len(key[0]) == 32 for key in service._cache)
     # Over MAX_CACHED_QUERY: prepared for each request, never kept.
