@@ -148,6 +148,7 @@ def make_app(database_url: str) -> Iterator[AppFactory]:
 
     yield factory
     for app, tables in made:
+        _stop_background_work(app)
         with app.app_context():
             db.session.remove()
             if db.engine.dialect.name == "postgresql":
@@ -155,6 +156,18 @@ def make_app(database_url: str) -> Iterator[AppFactory]:
                 with db.engine.begin() as conn:
                     conn.execute(text(f"TRUNCATE {names} RESTART IDENTITY CASCADE"))
             db.engine.dispose()
+
+
+def _stop_background_work(app: Flask) -> None:
+    """Stop an app's embedded outbox relay and job threads: on PostgreSQL every test of a
+    process shares one database, and a relay left running would take (and mark delivered)
+    the next test's events for its own, stale consumers."""
+    from core import jobs, outbox
+
+    state = app.extensions.get(outbox.EXTENSION)
+    if state is not None and state.relay is not None:
+        state.relay.stop()
+    jobs.wait_for_threads(app)
 
 
 @pytest.fixture
