@@ -15,15 +15,23 @@ import re
 import shutil
 import subprocess
 import tempfile
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import pytest
+from flask import Flask
+from werkzeug.serving import make_server
 
 REQUIRE_BROWSER = os.environ.get("RAPPORT_REQUIRE_BROWSER") == "1"
-_FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-          "--disable-background-networking", "--disable-component-update", "--disable-sync",
-          "--hide-scrollbars", "--virtual-time-budget=10000"]
+#: Flags every start needs here (PITFALLS: root, no GPU, a closed network).
+_CHROMIUM_FLAGS = ["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+                   "--disable-background-networking", "--disable-component-update",
+                   "--disable-sync"]
+_FLAGS = ["--headless", *_CHROMIUM_FLAGS, "--hide-scrollbars", "--virtual-time-budget=10000"]
 
 
 def chromium_path() -> str | None:
@@ -50,14 +58,47 @@ def _run(args: list[str], timeout: float = 90) -> str:
     return done.stdout
 
 
-def open_in_browser(path: Path, screenshot: Path | None = None) -> BrowserView:
-    """Render ``path`` in headless Chromium; skip (or fail under CI) without a browser."""
+def require_chromium() -> str:
+    """The Chromium binary; skip the test without one (fail under CI)."""
     binary = chromium_path()
     if binary is None:
         message = "Chromium is not installed (apt-get install -y chromium)"
         if REQUIRE_BROWSER:
             pytest.fail(f"RAPPORT_REQUIRE_BROWSER=1 but {message}")
         pytest.skip(message)
+    return binary
+
+
+@contextmanager
+def live_server(app: Flask) -> Iterator[str]:
+    """Serve ``app`` on a free port of 127.0.0.1 for the block; yields its base URL."""
+    server = make_server("127.0.0.1", 0, app, threaded=True)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield f"http://127.0.0.1:{server.server_port}"
+    finally:
+        server.shutdown()
+        thread.join(5)
+
+
+@contextmanager
+def chromium_page() -> Iterator[Any]:
+    """A Playwright page in Debian's Chromium (never Playwright's own download)."""
+    binary = require_chromium()
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as playwright:
+        browser = playwright.chromium.launch(executable_path=binary, args=_CHROMIUM_FLAGS)
+        try:
+            yield browser.new_page()
+        finally:
+            browser.close()
+
+
+def open_in_browser(path: Path, screenshot: Path | None = None) -> BrowserView:
+    """Render ``path`` in headless Chromium; skip (or fail under CI) without a browser."""
+    binary = require_chromium()
     url = path.resolve().as_uri()
     shot = screenshot or path.with_suffix(".png")
     with tempfile.TemporaryDirectory(prefix="rapport-chromium-") as profile:

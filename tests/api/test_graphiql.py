@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import io
 import tarfile
-import threading
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -16,10 +15,9 @@ from urllib.parse import quote, urlsplit
 
 import pytest
 from flask import Flask
-from werkzeug.serving import make_server
 
 from api import graphiql
-from tests.browser import REQUIRE_BROWSER, chromium_path
+from tests.browser import chromium_page, live_server
 from tests.conftest import AppFactory
 
 # The page and its assets do not depend on the database.
@@ -80,28 +78,13 @@ def test_a_tarball_that_does_not_match_the_registry_integrity_is_refused(
 
 @pytest.fixture
 def served(make_app: AppFactory) -> Iterator[str]:
-    app = make_app(RAPPORT_ENV="development")
-    server = make_server("127.0.0.1", 0, app, threaded=True)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    try:
-        yield f"http://127.0.0.1:{server.server_port}"
-    finally:
-        server.shutdown()
-        thread.join(5)
+    with live_server(make_app(RAPPORT_ENV="development")) as url:
+        yield url
 
 
 def test_graphiql_renders_and_runs_a_query_offline(served: str) -> None:
-    binary = chromium_path()
-    if binary is None:
-        message = "Chromium is not installed (apt-get install -y chromium)"
-        if REQUIRE_BROWSER:
-            pytest.fail(f"RAPPORT_REQUIRE_BROWSER=1 but {message}")
-        pytest.skip(message)
     if graphiql.missing_assets():
         pytest.fail("GraphiQL assets are not installed: `make install` fetches them")
-    from playwright.sync_api import sync_playwright
-
     blocked: list[str] = []
     own_host = urlsplit(served).netloc
 
@@ -113,24 +96,15 @@ def test_graphiql_renders_and_runs_a_query_offline(served: str) -> None:
             route.abort()
 
     query = "{ interactionKinds { name } }"
-    with sync_playwright() as playwright:
-        browser = playwright.chromium.launch(
-            executable_path=binary,
-            args=["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-                  "--disable-background-networking", "--disable-component-update",
-                  "--disable-sync"])
-        try:
-            page = browser.new_page()
-            page.route("**/*", only_this_server)
-            page.goto(f"{served}/graphql?query={quote(query)}")
-            page.wait_for_selector(".graphiql-container", timeout=30_000)
-            page.click(".graphiql-execute-button")
-            page.wait_for_function(
-                "document.querySelector('.graphiql-response') && "
-                "document.querySelector('.graphiql-response').innerText.includes('purchase')",
-                timeout=30_000)
-            response_text = page.inner_text(".graphiql-response")
-        finally:
-            browser.close()
+    with chromium_page() as page:
+        page.route("**/*", only_this_server)
+        page.goto(f"{served}/graphql?query={quote(query)}")
+        page.wait_for_selector(".graphiql-container", timeout=30_000)
+        page.click(".graphiql-execute-button")
+        page.wait_for_function(
+            "document.querySelector('.graphiql-response') && "
+            "document.querySelector('.graphiql-response').innerText.includes('purchase')",
+            timeout=30_000)
+        response_text = page.inner_text(".graphiql-response")
     assert '"interactionKinds"' in response_text
     assert blocked == []

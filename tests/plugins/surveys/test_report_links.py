@@ -5,7 +5,6 @@ forged, moved or orphaned links are refused in the one JSON error shape."""
 from __future__ import annotations
 
 import datetime as dt
-import threading
 from collections.abc import Iterator
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
@@ -13,13 +12,12 @@ from urllib.parse import parse_qs, urlsplit
 import pytest
 from flask import Flask
 from itsdangerous.timed import TimestampSigner
-from werkzeug.serving import make_server
 
 from core.auth import Principal, revoke_api_key
 from core.db import utcnow
 from core.ids import global_id
 from core.report_links import report_link
-from tests.browser import REQUIRE_BROWSER, chromium_path
+from tests.browser import chromium_page, live_server
 from tests.conftest import GraphQL, admin_token
 from tests.plugins.surveys.conftest import make_survey
 from tests.plugins.surveys.test_report_http import CHARTS, charts, survey_id  # noqa: F401
@@ -114,46 +112,23 @@ def test_the_link_needs_the_read_scope(surveys_app: Flask,
 
 @pytest.fixture
 def served(surveys_app: Flask) -> Iterator[str]:
-    server = make_server("127.0.0.1", 0, surveys_app, threaded=True)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    try:
-        yield f"http://127.0.0.1:{server.server_port}"
-    finally:
-        server.shutdown()
-        thread.join(5)
+    with live_server(surveys_app) as url:
+        yield url
 
 
 @pytest.mark.sqlite_only
 def test_a_browser_opens_the_signed_link_and_draws_the_charts(
         surveys_app: Flask, survey_id: int, served: str) -> None:  # noqa: F811
-    binary = chromium_path()
-    if binary is None:
-        message = "Chromium is not installed (apt-get install -y chromium)"
-        if REQUIRE_BROWSER:
-            pytest.fail(f"RAPPORT_REQUIRE_BROWSER=1 but {message}")
-        pytest.skip(message)
-    from playwright.sync_api import sync_playwright
-
     link, _ = _link(surveys_app, survey_id)
     sent_headers: list[dict[str, str]] = []
-    with sync_playwright() as playwright:
-        browser = playwright.chromium.launch(
-            executable_path=binary,
-            args=["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-                  "--disable-background-networking", "--disable-component-update",
-                  "--disable-sync"])
-        try:
-            page = browser.new_page()
-            page.on("request", lambda request: sent_headers.append(request.headers))
-            answer = page.goto(served + link["url"])
-            assert answer is not None and answer.status == 200
-            page.wait_for_function(
-                "document.body.dataset.figuresRendered === document.body.dataset.figuresTotal"
-                " && document.body.dataset.figuresTotal !== '0'", timeout=30_000)
-            total = page.evaluate("document.body.dataset.figuresTotal")
-            title = page.title()
-        finally:
-            browser.close()
+    with chromium_page() as page:
+        page.on("request", lambda request: sent_headers.append(request.headers))
+        answer = page.goto(served + link["url"])
+        assert answer is not None and answer.status == 200
+        page.wait_for_function(
+            "document.body.dataset.figuresRendered === document.body.dataset.figuresTotal"
+            " && document.body.dataset.figuresTotal !== '0'", timeout=30_000)
+        total = page.evaluate("document.body.dataset.figuresTotal")
+        title = page.title()
     assert int(total) == len(CHARTS) and title == "Survey: S"
     assert sent_headers and all("authorization" not in h for h in sent_headers)
