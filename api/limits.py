@@ -75,6 +75,10 @@ MAX_TOKENS = 4_000
 MAX_DOCUMENT_CHARS = 100_000
 #: Items a list may hold, in a variable or a literal (filters, ids, batches).
 MAX_LIST_ITEMS = 1_000
+#: Selections one selection set may hold (fields, aliases, fragments): real documents use
+#: tens; thousands of aliases of one field are a flood that graphql-core's
+#: overlapping-fields rule compares pair by pair, refused here before it runs.
+MAX_SELECTIONS = 500
 #: Work graphql-core's OverlappingFieldsCanBeMergedRule may spend comparing fields before it
 #: aborts the validation (its default, 500,000, is about 300 ms here). Realistic documents
 #: spend a few dozen units (two fragments repeating fields: 37); GraphiQL's introspection
@@ -219,6 +223,7 @@ class _Analysis:
         self.summaries: dict[str, Measure] = {}
         #: Found on the way (every field and argument of the document is walked once).
         self.long_list: ListValueNode | None = None
+        self.wide: SelectionSetNode | None = None
         self.introspection: FieldNode | None = None
         self._summarise_fragments()
 
@@ -252,6 +257,8 @@ class _Analysis:
                       wrapping: int = 0) -> Measure:
         if node is None or parent is None:
             return Measure()
+        if len(node.selections) > MAX_SELECTIONS and self.wide is None:
+            self.wide = node
         in_connection = _is_connection(parent)
         depth = counts = 0
         per_value = per_page_item = fixed = 0.0
@@ -398,6 +405,8 @@ class Analysis(NamedTuple):
     operations: list[OperationMeasure]
     long_list: ListValueNode | None
     introspection: FieldNode | None
+    #: A selection set over ``MAX_SELECTIONS``, if any.
+    wide: SelectionSetNode | None = None
 
 
 def analyse(schema: GraphQLSchema, document: DocumentNode, tables: CostTables) -> Analysis:
@@ -412,7 +421,7 @@ def analyse(schema: GraphQLSchema, document: DocumentNode, tables: CostTables) -
         m = analysis.selection_set(definition.selection_set, root)
         cost = min(MAX_COUNTED_COST, math.ceil(m.per_value + m.fixed))
         operations.append(OperationMeasure(definition, m.depth, cost))
-    return Analysis(operations, analysis.long_list, analysis.introspection)
+    return Analysis(operations, analysis.long_list, analysis.introspection, analysis.wide)
 
 
 def measure(schema: GraphQLSchema, document: DocumentNode, tables: CostTables
@@ -422,8 +431,14 @@ def measure(schema: GraphQLSchema, document: DocumentNode, tables: CostTables
 
 
 def limit_errors(analysis: Analysis, max_depth: int, max_cost: int) -> list[GraphQLError]:
-    """QUERY_TOO_COMPLEX errors for operations over the depth or cost limit."""
+    """QUERY_TOO_COMPLEX errors for operations over the depth or cost limit, or for a
+    selection set wider than ``MAX_SELECTIONS``."""
     errors = []
+    if analysis.wide is not None:
+        errors.append(GraphQLError(
+            f"A selection set holds {len(analysis.wide.selections):,} selections; the limit "
+            f"is {MAX_SELECTIONS:,}.", analysis.wide,
+            extensions={"code": "QUERY_TOO_COMPLEX", "maxSelections": MAX_SELECTIONS}))
     for operation, depth, cost in analysis.operations:
         extensions = {"code": "QUERY_TOO_COMPLEX", "depth": depth, "cost": cost,
                       "maxDepth": max_depth, "maxCost": max_cost}

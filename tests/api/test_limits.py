@@ -111,10 +111,10 @@ def test_a_fragment_cycle_is_still_reported(app: Flask, gql: GraphQL) -> None:
 
 
 def test_alias_flood_of_cheap_fields_is_refused_by_cost(app: Flask, gql: GraphQL) -> None:
-    aliases = " ".join(f"a{i}: id" for i in range(600))
+    aliases = " ".join(f"a{i}: id" for i in range(499))  # under MAX_SELECTIONS
     extensions = _too_complex(gql.raw(f"{{ customers(first: 100) {{ edges {{ node {{ "
                                       f"{aliases} }} }} }} }}"))
-    assert extensions["cost"] == 1 + limits.PAGE_QUERY_COST + 1 + 100 * (1 + 600)
+    assert extensions["cost"] == 1 + limits.PAGE_QUERY_COST + 1 + 100 * (1 + 499)
 
 
 def test_alias_flood_of_typenames_is_refused_by_the_token_limit(app: Flask,
@@ -134,9 +134,13 @@ def test_long_documents_are_refused_before_parsing(app: Flask, gql: GraphQL) -> 
 
 def test_same_field_repeated_does_not_reach_quadratic_validation(app: Flask,
                                                                   gql: GraphQL) -> None:
-    """3,000 fields sharing one response name cost 3,000: under the cost limit, so the
+    """3,200 fields sharing one response name, spread from 8 fragments so that no
+    selection set is wider than the limit, cost 3,200: under the cost limit, so the
     standard rules run, and the overlap rule stops at its bounded budget."""
-    document = "{ customers(first: 1) { edges { node { " + "id " * 3_000 + "} } } }"
+    fragments = " ".join(f"fragment F{i} on Customer {{ {'id ' * 400}}}" for i in range(8))
+    spreads = " ".join(f"...F{i}" for i in range(8))
+    document = ("{ customers(first: 1) { edges { node { " + spreads + " } } } } "
+                + fragments)
     status, error = _error(gql.raw(document))
     assert (status, error["extensions"]["code"]) == (400, "QUERY_TOO_COMPLEX")
     assert error["message"] == "Validation aborted."
@@ -164,6 +168,16 @@ def test_a_search_is_charged_for_the_page_and_for_the_count(app: Flask, gql: Gra
                      "{ totalCount } }")
     assert limits.measure(schema.schema.graphql_schema, variable,
                           schema.cost_tables)[0].cost == one
+
+
+def test_a_selection_set_wider_than_the_limit_is_refused_before_validation(
+        app: Flask, gql: GraphQL) -> None:
+    widest = "{ " + " ".join(f"t{i}: __typename" for i in range(limits.MAX_SELECTIONS)) + " }"
+    assert gql(widest)["t0"] == "Query"
+    flood = "{ " + " ".join("name" for _ in range(limits.MAX_SELECTIONS + 1)) + " }"
+    extensions = _too_complex(gql.raw("{ customers(first: 1) { edges { node " + flood
+                                      + " } } }"))
+    assert extensions["maxSelections"] == limits.MAX_SELECTIONS
 
 
 def test_alias_flood_of_mutations_is_refused_and_writes_nothing(make_app: AppFactory) -> None:
@@ -365,7 +379,8 @@ def test_document_cache_is_bounded_in_bytes(app: Flask, gql: GraphQL,
     service = app.extensions["rapport_graphql"]
     with app.test_request_context():
         principal = authenticate(f"Bearer {gql.token}", "10.0.0.1", None)
-    padding = " ".join(f"n{j}: name" for j in range(1_200))  # 13 kB: about 1.3 MB parsed
+    # 480 selections (under MAX_SELECTIONS), 12 kB: about 1.2 MB parsed.
+    padding = " ".join(f"alias_number_{j:04d}: name" for j in range(480))
     for i in range(6):
         prepared = service.prepare(f"query Q{i} {{ customers(first: 1) {{ edges {{ node {{ "
                                    f"{padding} }} }} }} }}", principal)
