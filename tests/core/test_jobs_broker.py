@@ -15,6 +15,7 @@ import sys
 import time
 import uuid
 from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -101,35 +102,47 @@ class Workers:
                 process.wait()
 
 
+@contextmanager
+def app_on_broker(make_app: AppFactory, broker: str, database_url: str, tmp_path: Path,
+                  plugins: list[str], **config: str) -> Iterator[tuple[Flask, Workers]]:
+    """An app and ``rapport worker`` processes sharing a queue of their own on ``broker``
+    and the test's database; the workers are stopped and the queue removed afterwards."""
+    settings = {
+        "RAPPORT_BROKER_URL": broker,
+        "RAPPORT_JOB_QUEUE": f"rapport.test.{uuid.uuid4().hex[:12]}",
+        "RAPPORT_SECRET_KEY": "broker-tests",
+        "RAPPORT_INSTANCE_PATH": str(tmp_path / "instance"),
+        "RAPPORT_RATE_LIMIT": "unlimited",  # the tests poll job(id) quickly
+        **config,
+    }
+    app = make_app(enabled=plugins, **settings)
+    env = {key: value for key, value in os.environ.items() if not key.startswith("RAPPORT_")}
+    env.update(settings, RAPPORT_ENV="test", RAPPORT_DATABASE_URL=database_url,
+               RAPPORT_PLUGINS=",".join(plugins), PYTHONUNBUFFERED="1")
+    workers = Workers(env, tmp_path)
+    try:
+        with app.app_context():
+            yield app, workers
+    finally:
+        workers.stop_all()
+        if broker.startswith("redis"):
+            import redis
+
+            client = redis.Redis.from_url(broker)
+            for key in client.scan_iter(f"*{settings['RAPPORT_JOB_QUEUE']}*"):
+                client.delete(key)
+
+
 @pytest.fixture
 def queue_app(broker: str, make_app: AppFactory, database_url: str, tmp_path: Path,
               request: pytest.FixtureRequest) -> Iterator[tuple[Flask, Workers]]:
     attempts = getattr(request, "param", 3)
-    settings = {
-        "RAPPORT_BROKER_URL": broker,
-        "RAPPORT_JOB_QUEUE": f"rapport.test.{uuid.uuid4().hex[:12]}",
-        # A killed worker's message comes back after 2 s; its job looks dead after 1.5 s.
-        "RAPPORT_JOB_VISIBILITY_TIMEOUT": "2",
-        "RAPPORT_JOB_HEARTBEAT_SECONDS": "0.5",
-        "RAPPORT_JOB_MAX_ATTEMPTS": str(attempts),
-        "RAPPORT_SECRET_KEY": "broker-tests",
-        "RAPPORT_INSTANCE_PATH": str(tmp_path / "instance"),
-        "RAPPORT_RATE_LIMIT": "unlimited",  # the tests poll job(id) quickly
-    }
-    app = make_app(**settings)
-    env = {key: value for key, value in os.environ.items() if not key.startswith("RAPPORT_")}
-    env.update(settings, RAPPORT_ENV="test", RAPPORT_DATABASE_URL=database_url,
-               RAPPORT_PLUGINS="", PYTHONUNBUFFERED="1")
-    workers = Workers(env, tmp_path)
-    with app.app_context():
-        yield app, workers
-    workers.stop_all()
-    if broker.startswith("redis"):
-        import redis
-
-        client = redis.Redis.from_url(broker)
-        for key in client.scan_iter(f"*{settings['RAPPORT_JOB_QUEUE']}*"):
-            client.delete(key)
+    # A killed worker's message comes back after 2 s; its job looks dead after 1.5 s.
+    with app_on_broker(make_app, broker, database_url, tmp_path, [],
+                       RAPPORT_JOB_VISIBILITY_TIMEOUT="2",
+                       RAPPORT_JOB_HEARTBEAT_SECONDS="0.5",
+                       RAPPORT_JOB_MAX_ATTEMPTS=str(attempts)) as pair:
+        yield pair
 
 
 def _customers_csv(path: Path, count: int) -> Path:

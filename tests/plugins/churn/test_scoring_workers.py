@@ -7,7 +7,6 @@ from __future__ import annotations
 import os
 import threading
 import time
-import uuid
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -24,7 +23,7 @@ from plugins.churn.models import (
     ChurnScore, ChurnScoreRun, ChurnScoreStaging, ScoringRunStatus,
 )
 from tests.conftest import AppFactory, GraphQL, admin_token
-from tests.core.test_jobs_broker import Workers, _broker_problem
+from tests.core.test_jobs_broker import BROKER, Workers, _broker_problem, app_on_broker
 from tests.plugins.churn.test_modeling import load_simulation
 
 COLUMNS = ("customer_id", "model_version_id", "risk", "p_alive", "frequency", "recency", "T",
@@ -265,7 +264,6 @@ def test_a_second_run_waits_for_none_and_is_refused_while_one_is_open(churn_app:
 
 # --- With a real broker and two `rapport worker` processes ------------------------------------
 
-BROKER = os.environ.get("RAPPORT_TEST_BROKER_URL", "")
 START = """mutation($parameters: GenericScalar) {
   startJob(input: {kind: "churn.score", parameters: $parameters}) {
     job { id } errors { field code message } } }"""
@@ -280,25 +278,8 @@ def two_workers(make_app: AppFactory, database_url: str, tmp_path: Path
         if os.environ.get("RAPPORT_REQUIRE_BROKER") == "1":
             pytest.fail(f"RAPPORT_REQUIRE_BROKER=1 but {problem}")
         pytest.skip(f"broker tests skipped: {problem}")
-    settings = {"RAPPORT_BROKER_URL": BROKER,
-                "RAPPORT_JOB_QUEUE": f"rapport.test.{uuid.uuid4().hex[:12]}",
-                "RAPPORT_SECRET_KEY": "broker-tests",
-                "RAPPORT_INSTANCE_PATH": str(tmp_path / "instance"),
-                "RAPPORT_RATE_LIMIT": "unlimited"}
-    app = make_app(enabled=["churn"], **settings)
-    env = {k: v for k, v in os.environ.items() if not k.startswith("RAPPORT_")}
-    env.update(settings, RAPPORT_ENV="test", RAPPORT_DATABASE_URL=database_url,
-               RAPPORT_PLUGINS="churn", PYTHONUNBUFFERED="1")
-    workers = Workers(env, tmp_path)
-    with app.app_context():
-        yield app, workers
-    workers.stop_all()
-    if BROKER.startswith("redis"):
-        import redis
-
-        client = redis.Redis.from_url(BROKER)
-        for key in client.scan_iter(f"*{settings['RAPPORT_JOB_QUEUE']}*"):
-            client.delete(key)
+    with app_on_broker(make_app, BROKER, database_url, tmp_path, ["churn"]) as pair:
+        yield pair
 
 
 def test_a_run_split_over_two_worker_processes_succeeds(

@@ -4,8 +4,6 @@ RAPPORT_REQUIRE_BROKER=1)."""
 
 from __future__ import annotations
 
-import os
-import uuid
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -15,7 +13,7 @@ from flask import Flask
 from standardwebhooks import Webhook
 
 from tests.conftest import AppFactory, GraphQL, admin_token
-from tests.core.test_jobs_broker import Workers, broker  # noqa: F401 - the fixture
+from tests.core.test_jobs_broker import Workers, app_on_broker, broker  # noqa: F401 - fixture
 from tests.plugins.webhooks.conftest import Receiver, WEBHOOK_CONFIG, eventually, subscribe
 from tests.plugins.webhooks.test_delivery import WEBHOOK, create_customer, deliveries
 
@@ -23,21 +21,9 @@ from tests.plugins.webhooks.test_delivery import WEBHOOK, create_customer, deliv
 @pytest.fixture
 def worker_app(broker: str, make_app: AppFactory, database_url: str,  # noqa: F811
                tmp_path: Path) -> Iterator[tuple[Flask, Workers]]:
-    settings = {
-        "RAPPORT_BROKER_URL": broker,
-        "RAPPORT_JOB_QUEUE": f"rapport.test.{uuid.uuid4().hex[:12]}",
-        "RAPPORT_SECRET_KEY": "broker-tests",
-        "RAPPORT_INSTANCE_PATH": str(tmp_path / "instance"),
-        **WEBHOOK_CONFIG,
-    }
-    app = make_app(enabled=["webhooks"], **settings)
-    env = {key: value for key, value in os.environ.items() if not key.startswith("RAPPORT_")}
-    env.update(settings, RAPPORT_ENV="test", RAPPORT_DATABASE_URL=database_url,
-               RAPPORT_PLUGINS="webhooks", PYTHONUNBUFFERED="1")
-    workers = Workers(env, tmp_path)
-    with app.app_context():
-        yield app, workers
-    workers.stop_all()
+    with app_on_broker(make_app, broker, database_url, tmp_path, ["webhooks"],
+                       **WEBHOOK_CONFIG) as pair:
+        yield pair
 
 
 def test_events_reach_the_receiver_through_a_worker(worker_app: Any,
