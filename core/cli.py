@@ -21,6 +21,7 @@ from core.app import create_app, rapport
 from core.audit import audit_group
 from core.context import Actor
 from core.config import ConfigError
+from core.crypto import DecryptionError
 from core.db import db
 from core.demo import DEFAULT_CUSTOMERS, generate_demo
 from core.errors import UserError
@@ -485,7 +486,12 @@ cli.add_command(audit_group)
 
 
 def main(argv: Any = None) -> None:
-    cli.main(args=argv, prog_name="rapport")
+    try:
+        cli.main(args=argv, prog_name="rapport")
+    except DecryptionError as exc:
+        # A key problem, not a bug: say what to do instead of printing a traceback.
+        click.echo(f"Error: {exc}", err=True)
+        sys.exit(1)
 
 
 if __name__ == "__main__":

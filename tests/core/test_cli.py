@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import pytest
 from flask import Flask
 
 from core.cli import cli
@@ -59,3 +60,21 @@ def test_schema_prints_the_sdl_with_enabled_plugins(make_app: AppFactory) -> Non
     assert result.exit_code == 0
     assert "type Query {" in result.output
     assert "referrals: [Referral!]!" in result.output
+
+
+def test_a_value_no_key_opens_is_an_error_message_not_a_traceback(
+        monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
+    from core import cli as cli_module
+    from core.crypto import DecryptionError
+
+    def undecryptable(*args: object, **kwargs: object) -> None:
+        raise DecryptionError("A stored personal value cannot be decrypted: put the old key "
+                              "back after the new one.")
+
+    monkeypatch.setattr(cli_module.cli, "main", undecryptable)
+    with pytest.raises(SystemExit) as exited:
+        cli_module.main(["audit", "export", "--out", "x.csv"])
+    assert exited.value.code == 1
+    err = capsys.readouterr().err
+    assert err.startswith("Error: A stored personal value cannot be decrypted")
+    assert "Traceback" not in err
