@@ -21,7 +21,7 @@ from sqlalchemy import func, select
 
 from core import changes
 from core.db import db
-from core.ids import decode_global_id
+from core.ids import decode_global_id, global_id
 from core.models import AuditEntry, AuditObject
 
 COLUMNS = ("id", "occurredAt", "operation", "agentId", "service", "apiKeyPrefix",
@@ -75,7 +75,7 @@ def csv_row(entry: AuditEntry) -> list[Any]:
     actor = entry.actor or {}
     readable = None if entry.changes is None else {
         name: [changes.unseal(name, v) for v in pair] for name, pair in entry.changes.items()}
-    return [entry.id, entry.occurred_at.isoformat(), entry.operation, actor.get("agentId"),
+    return [global_id("AuditEntry", entry.id), entry.occurred_at.isoformat(), entry.operation, actor.get("agentId"),
             actor.get("service"), actor.get("apiKeyPrefix"), actor.get("onBehalfOfAgentId"),
             actor.get("via"), " ".join(entry.object_ids or []),
             "" if readable is None else json.dumps(readable, ensure_ascii=False),

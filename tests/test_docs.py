@@ -230,3 +230,14 @@ def test_documented_batch_error_path(gql: GraphQL) -> None:
 def test_global_ids_are_base64_of_type_and_id() -> None:
     assert "`Q3VzdG9tZXI6MQ==` is `Customer:1`" in GRAPHQL_MD.read_text()
     assert relay.Node.to_global_id("Customer", 1) == "Q3VzdG9tZXI6MQ=="
+
+
+def test_the_docs_stand_on_their_own() -> None:
+    """Users get docs/ and the README, not the team's design notes: nothing cites them."""
+    root = Path(__file__).resolve().parents[1]
+    pages = [root / "README.md", *sorted((root / "docs").glob("*.md")),
+             *sorted((root / "examples").glob("*/README.md"))]
+    cited = [f"{page.relative_to(root)}:{n}" for page in pages
+             for n, line in enumerate(page.read_text(encoding="utf-8").splitlines(), 1)
+             if re.search(r"CONTRACTS\.md|DOMAIN\.md|DESIGN\.md|\.\./shared/", line)]
+    assert cited == []

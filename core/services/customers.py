@@ -357,7 +357,7 @@ def _with_existing_owners(valid: list[tuple[int, dict[str, Any]]], result: Batch
     for index, data in valid:
         owner = data.get("owner_id")
         if owner is not None and owner not in known:
-            result.rejected[index] = [FieldError(f"No agent with id {owner}.",
+            result.rejected[index] = [FieldError(f"No agent with id {shown_id('Agent', owner)}.",
                                                  ErrorCode.NOT_FOUND, "ownerId")]
         else:
             kept.append((index, data))
@@ -463,8 +463,9 @@ def merge_customers(survivor_id: int, merged_ids: Sequence[int]) -> Customer:
                                                   for c in sorted(missing)), "mergedIds")
         for customer in [survivor, *merged]:
             if customer.status == CustomerStatus.ERASED:
-                raise UserError.single(f"Customer {customer.id} is erased and cannot be merged.",
-                                       ErrorCode.NOT_ALLOWED, "mergedIds")
+                raise UserError.single(
+                    f"Customer {shown_id('Customer', customer.id)} is erased and cannot be "
+                    f"merged.", ErrorCode.NOT_ALLOWED, "mergedIds")
         # The survivor keeps its own values; gaps are filled from the merged records.
         filled: dict[str, tuple[Any, Any]] = {}
         for customer in merged:

@@ -2,15 +2,17 @@
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping
 from typing import Any
 
-from sqlalchemy import ColumnElement, and_, case, exists, false, func, not_, select
+from sqlalchemy import ColumnElement, and_, case, exists, false, func, not_, or_, select
 from sqlalchemy.sql import Select
 
 from core.app import rapport
+from core.attributes import declared_attributes, typed_attribute
 from core.db import db
-from core.models import Customer, CustomerTag, Interaction
+from core.models import Customer, CustomerAttributeDefinition, CustomerTag, Interaction
 from core.schemas import CustomerFilterSchema
 from core.services.customers import email_blind_index, normalise_name, phone_blind_index
 from core.services import load
@@ -52,23 +54,68 @@ def _is_kind(key: str, kind: str | None) -> ColumnElement[bool]:
     return stored.is_not(None) if kind is None else stored.in_(_SQLITE_KINDS[kind])
 
 
-def _attribute_condition(cond: Mapping[str, Any]) -> ColumnElement[bool]:
+def _targets(definition: CustomerAttributeDefinition | None, wanted: list[Any]
+             ) -> tuple[set[str], set[float], set[bool]]:
+    """The values a condition looks for, by JSON kind. A declared attribute's text is read
+    as its writes read it ("55.0" for a number, "yes" for a boolean); a value it could not
+    hold matches nothing. For an undeclared key, text also matches a number it reads as
+    and true/false the boolean: the same answer on both databases."""
+    strings: set[str] = set()
+    numbers: set[float] = set()
+    booleans: set[bool] = set()
+
+    def add(value: Any) -> None:
+        if isinstance(value, bool):
+            booleans.add(value)
+        elif isinstance(value, (int, float)):
+            numbers.add(float(value))
+        else:
+            strings.add(str(value))
+
+    for target in wanted:
+        if definition is not None and isinstance(target, str):
+            try:
+                add(typed_attribute(definition, target))
+            except ValueError:
+                pass
+            continue
+        add(target)
+        if isinstance(target, str):
+            text = target.strip()
+            try:
+                number = float(text)
+            except ValueError:
+                number = math.nan
+            if math.isfinite(number):
+                numbers.add(number)
+            if text.lower() in ("true", "false"):
+                booleans.add(text.lower() == "true")
+    return strings, numbers, booleans
+
+
+def _attribute_condition(cond: Mapping[str, Any],
+                         definitions: Mapping[str, CustomerAttributeDefinition]
+                         ) -> ColumnElement[bool]:
     key = cond["key"]
     value = Customer.attributes[key]
     # Casts sit inside CASE so PostgreSQL never casts a value of another kind (its cast of
     # "gold" to a number raises) and SQLite never reads text as 0.
     number = case((_is_kind(key, "number"), value.as_float()))
     clauses: list[ColumnElement[bool]] = []
-    if "equals" in cond:
-        target = cond["equals"]
-        if isinstance(target, bool):
-            clauses.append(case((_is_kind(key, "boolean"), value.as_boolean())) == target)
-        elif isinstance(target, (int, float)):
-            clauses.append(number == float(target))
-        else:
-            clauses.append(value.as_string() == str(target))
-    if "in" in cond:
-        clauses.append(value.as_string().in_([str(v) for v in cond["in"]]))
+    lists = ([[cond["equals"]]] if "equals" in cond else []) + (
+        [list(cond["in"])] if "in" in cond else [])
+    for wanted in lists:  # equals: one value; in: any of them (none: nothing matches)
+        strings, numbers, booleans = _targets(definitions.get(key), wanted)
+        either: list[ColumnElement[bool]] = []
+        if strings:
+            either.append(case((_is_kind(key, "string"), value.as_string())).in_(
+                sorted(strings)))
+        if numbers:
+            either.append(number.in_(sorted(numbers)))
+        if booleans:
+            either.append(case((_is_kind(key, "boolean"), value.as_boolean())).in_(
+                sorted(booleans)))
+        clauses.append(or_(*either) if either else false())
     if "min" in cond:
         clauses.append(number >= float(cond["min"]))
     if "max" in cond:
@@ -101,8 +148,10 @@ def customer_conditions(spec: Mapping[str, Any]) -> list[ColumnElement[bool]]:
     for tag in spec.get("tags_all") or []:
         conds.append(Customer.id.in_(select(CustomerTag.customer_id).where(
             CustomerTag.tag == tag.lower())))
-    for cond in spec.get("attributes") or []:
-        conds.append(_attribute_condition(cond))
+    if spec.get("attributes"):
+        definitions = declared_attributes()
+        for cond in spec["attributes"]:
+            conds.append(_attribute_condition(cond, definitions))
     for key, op in (("born_after", "__ge__"), ("born_before", "__le__"),
                     ("created_after", "__ge__"), ("created_before", "__le__")):
         if spec.get(key) is not None:

@@ -52,7 +52,7 @@ def import_command(file: Path, file_format: str | None, batch_size: int,
     --as-of DATE or an as_of column; type and reason are optional (default other). A
     churned row is dated at the snapshot; a row not churned writes nothing.
 
-    Exits with status 1 when every row was rejected.
+    Exits with status 1 when every row was rejected (in a snapshot: every churned row).
     """
     try:
         with open_churn_import(file, file_format=file_format, encoding=encoding,
@@ -70,8 +70,12 @@ def import_command(file: Path, file_format: str | None, batch_size: int,
     if result.rejected:
         click.echo(f"rejected rows and why: {result.rejects_path}")
     _show_jumps(jumps)
-    if result.rejected and not result.imported and not result.skipped:
-        raise click.ClickException("every row was rejected; nothing was imported")
+    if result.rejected and not result.imported and not result.skipped - not_churned:
+        # A snapshot's "no" rows write nothing by design: when every "yes" row was
+        # rejected, the import did nothing it was run for.
+        raise click.ClickException(
+            "every churned row was rejected; nothing was imported" if not_churned
+            else "every row was rejected; nothing was imported")
 
 
 @churn_group.command("check")

@@ -42,6 +42,7 @@ from core.services import transaction
 from core.services.customers import customer_ids_by_external_id
 
 from plugins.churn import report, service
+from plugins.churn.errors import ChurnErrorCode
 
 COLUMNS = ("customer_external_id", "customer_source", "churned_at", "type", "reason", "note")
 REQUIRED = ("customer_external_id", "churned_at", "type", "reason")
@@ -198,10 +199,20 @@ class ChurnRecordImporter:
             outcome.imported = result.recorded
             outcome.skipped += len(result.existing_ids)
             for index, errors in result.rejected.items():
-                outcome.rejected[lines[index]] = [
-                    FieldError(e.message, e.code, _FIELD_TO_COLUMN.get(e.field or "", e.field))
-                    for e in errors]
+                outcome.rejected[lines[index]] = [self._as_column(e) for e in errors]
         return outcome
+
+    def _as_column(self, error: FieldError) -> FieldError:
+        """A service error named after the file's column; in a snapshot the date is the
+        snapshot's (``as_of``), and a customer that did not exist yet needs its own start."""
+        column = _FIELD_TO_COLUMN.get(error.field or "", error.field)
+        if not self.snapshot or column != "churned_at":
+            return FieldError(error.message, error.code, column)
+        message = error.message.replace("The churn date", "The snapshot date")
+        if error.code == ChurnErrorCode.BEFORE_CUSTOMER_EXISTED:
+            message += (" Give the customer its start date (customer_since in the customer "
+                        "import, or customerSince) when its record was created later.")
+        return FieldError(message, error.code, "as_of")
 
 
 def _row_problems(values: dict[str, Any]) -> list[FieldError]:
@@ -248,6 +259,13 @@ def open_churn_import(path: Path, *, file_format: str | None = None, encoding: s
         importer = ChurnRecordImporter(as_of)
         if reader.columns is not None:
             importer.check_columns(reader.columns)
+        # The checks read interactions and churn records by customer: right after a bulk
+        # load, before autovacuum analyzed it, the planner scanned the whole interactions
+        # table per batch (60 s instead of 4 s with 228,000 interactions; issue 14).
+        from plugins.churn.features import analyze_stale
+
+        analyze_stale(["customers", "interactions", "churn_records",
+                       "customer_external_ids"])
         yield ImportJob(importer, reader, rejects_path or default_rejects_path(path))
     finally:
         reader.close()

@@ -33,6 +33,11 @@ class PeriodEnd(fields.Field):
     the next day in RAPPORT_TIMEZONE; a datetime is exact (without a zone: UTC); dates
     before 1900-01-01 or after 9998-12-31 are refused."""
 
+    def _serialize(self, value: Any, attr: str | None, obj: Any, **kwargs: Any
+                   ) -> str | None:
+        # Stored with the job as the exact instant, which loads back to itself.
+        return None if value is None else value.isoformat()
+
     def _deserialize(self, value: Any, attr: str | None, data: Any, **kwargs: Any
                      ) -> dt.datetime:
         if isinstance(value, dt.datetime):

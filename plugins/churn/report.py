@@ -2,9 +2,13 @@
 
 Definitions (docs/churn.md explains them with an example):
 
-- A customer *exists* from the earlier of its creation and its first interaction, and *is
-  churned at an instant t* when it has a churn record dated before t that was not
-  reactivated by t. Erased customers stay counted: their records stay on the tombstone.
+- A customer *exists* from its own start date (``customer_since``, 00:00 of that day in
+  RAPPORT_TIMEZONE) when it has one, else from its creation, or from its first
+  interaction when that is earlier; and *is churned at an instant t* when it has a churn
+  record dated at or before t that was not reactivated by t. A churn record dated by a
+  date (a snapshot, an import without a time) holds 00:00 of the next day (docs/conventions.md,
+  "Dates"), so months count churn in (start, end]: a customer who left by November 30 is
+  November's. Erased customers stay counted: their records stay on the tombstone.
 - Months are calendar months of RAPPORT_TIMEZONE. Per month: ``active_at_start``
   (customers existing before the month and not churned at its start), ``churned`` (the
   customers with a churn record dated in the month, each once), ``reactivated`` (records
@@ -34,7 +38,7 @@ from typing import Any
 from zoneinfo import ZoneInfo
 
 from sqlalchemy import (
-    ColumnElement, Integer, String, and_, case, exists, func, literal, or_, select, union_all,
+    ColumnElement, Date, Integer, String, and_, case, exists, func, literal, or_, select, union_all,
 )
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
@@ -77,9 +81,11 @@ def _next_month(day: dt.date) -> dt.date:
 @dataclass(frozen=True)
 class Month:
     label: str            # YYYY-MM
-    start: dt.datetime    # UTC, inclusive
-    end: dt.datetime      # UTC, exclusive
+    start: dt.datetime    # UTC
+    end: dt.datetime      # UTC
     cut: dt.datetime      # the month's end, or now for the current month
+    start_day: dt.date    # the month's first day (compared with customer_since)
+    end_day: dt.date      # the next month's first day
 
 
 def months_between(first: dt.date, last: dt.date, now: dt.datetime) -> list[Month]:
@@ -91,7 +97,8 @@ def months_between(first: dt.date, last: dt.date, now: dt.datetime) -> list[Mont
         start, end = local_midnight(day, tz), local_midnight(_next_month(day), tz)
         if start > now:
             break
-        months.append(Month(f"{day:%Y-%m}", start, end, min(end, now)))
+        months.append(Month(f"{day:%Y-%m}", start, end, min(end, now), day,
+                            _next_month(day)))
         day = _next_month(day)
     return months
 
@@ -100,25 +107,44 @@ def _months_table(months: list[Month]) -> FromClause:
     rows = [select(literal(i, Integer).label("idx"), literal(m.label, String).label("label"),
                    literal(m.start, UTCDateTime).label("start"),
                    literal(m.end, UTCDateTime).label("end"),
-                   literal(m.cut, UTCDateTime).label("cut")) for i, m in enumerate(months)]
+                   literal(m.cut, UTCDateTime).label("cut"),
+                   literal(m.start_day, Date).label("start_day"),
+                   literal(m.end_day, Date).label("end_day")) for i, m in enumerate(months)]
     return (union_all(*rows) if len(rows) > 1 else rows[0]).subquery("months")
 
 
 def _existence() -> FromClause:
-    """Each customer and the instant it started to exist."""
+    """Each customer with its start: ``since_day`` (its own ``customer_since``) and
+    ``since`` (its first interaction, or its creation when it has no start date of its
+    own: a record imported late does not start the customer)."""
     first = (select(Interaction.customer_id, func.min(Interaction.occurred_at).label("first"))
              .group_by(Interaction.customer_id).subquery("first_interaction"))
-    since = case((and_(first.c.first.is_not(None), first.c.first < Customer.created_at),
-                  first.c.first), else_=Customer.created_at)
-    return (select(Customer.id.label("customer_id"), since.label("since"))
+    created = case((Customer.customer_since.is_(None), Customer.created_at), else_=None)
+    since = case((and_(first.c.first.is_not(None),
+                       or_(created.is_(None), first.c.first < created)), first.c.first),
+                 else_=created)
+    return (select(Customer.id.label("customer_id"), since.label("since"),
+                   Customer.customer_since.label("since_day"))
             .outerjoin(first, first.c.customer_id == Customer.id).subquery("existence"))
+
+
+def _existed_before(existence: FromClause, instant: Any, day: Any) -> ColumnElement[bool]:
+    """The customer had started before ``instant`` (``day``: the same boundary as a local
+    date, for ``customer_since``)."""
+    return or_(existence.c.since_day < day, existence.c.since < instant)
+
+
+def _started_from(existence: FromClause, instant: Any, day: Any) -> ColumnElement[bool]:
+    """Not ``_existed_before`` (null-safe: a missing start is no start)."""
+    return and_(or_(existence.c.since_day.is_(None), existence.c.since_day >= day),
+                or_(existence.c.since.is_(None), existence.c.since >= instant))
 
 
 def churned_at_instant(customer_id: ColumnElement[Any], instant: ColumnElement[Any]
                        ) -> ColumnElement[bool]:
     """The customer had a churn record before ``instant`` not reactivated by then."""
     return exists().where(ChurnRecord.customer_id == customer_id,
-                          ChurnRecord.churned_at < instant,
+                          ChurnRecord.churned_at <= instant,
                           or_(ChurnRecord.reactivated_at.is_(None),
                               ChurnRecord.reactivated_at >= instant))
 
@@ -182,7 +208,8 @@ def monthly_report(first: dt.date, last: dt.date, now: dt.datetime) -> ChurnRepo
     active = db.session.execute(
         select(table.c.idx, func.count(customer),
                func.sum(case((churned_at_instant(customer, table.c.cut), 0), else_=1)))
-        .select_from(table).join(existence, existence.c.since < table.c.start)
+        .select_from(table).join(existence, _existed_before(
+            existence, table.c.start, table.c.start_day))
         .where(~churned_at_instant(customer, table.c.start))
         .group_by(table.c.idx)).all()
     for idx, count, retained in active:
@@ -192,7 +219,7 @@ def monthly_report(first: dt.date, last: dt.date, now: dt.datetime) -> ChurnRepo
     # Customers, not records: one who left, came back and left again within a month is
     # one churned customer of the month (the rate's numerator and denominator both count
     # customers). By type and reason: the customers with such a record in the month.
-    in_month = and_(ChurnRecord.churned_at >= table.c.start, ChurnRecord.churned_at < table.c.end)
+    in_month = and_(ChurnRecord.churned_at > table.c.start, ChurnRecord.churned_at <= table.c.end)
     customers = func.count(ChurnRecord.customer_id.distinct())
     for idx, count in db.session.execute(
             select(table.c.idx, customers).join(ChurnRecord, in_month)
@@ -222,8 +249,9 @@ def monthly_report(first: dt.date, last: dt.date, now: dt.datetime) -> ChurnRepo
 
 def _cohorts(table: FromClause, existence: FromClause, months: list[Month]) -> list[Cohort]:
     cohort = (select(existence.c.customer_id, table.c.idx.label("cohort"))
-              .join(table, and_(existence.c.since >= table.c.start,
-                                existence.c.since < table.c.end)).subquery("cohort"))
+              .join(table, and_(_started_from(existence, table.c.start, table.c.start_day),
+                                _existed_before(existence, table.c.end, table.c.end_day)))
+              .subquery("cohort"))
     later = table.alias("later")
     rows = db.session.execute(
         select(cohort.c.cohort, later.c.idx, func.count(),

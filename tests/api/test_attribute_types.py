@@ -106,3 +106,31 @@ def test_attribute_filters_never_match_a_missing_key_or_another_kind(app: Flask,
     assert _filtered(gql, {"key": "absent", "min": 0}) == []
     assert gql(NAMES, {"filter": {"attributes": [{"key": "score", "min": 1}]}})[
         "customers"]["totalCount"] == 1
+
+
+def test_equals_and_in_compare_kind_by_kind_the_same_on_both_databases(
+        app: Flask, gql: GraphQL) -> None:
+    """Text read as the declared type reads it ("55.0" for a number, "yes" for a boolean);
+    for an undeclared key, text also matches the number or true/false it reads as."""
+    _declare()
+    create_customer({"name": "Ann", "attributes": {"seats": 55, "trial": True, "plan": "gold",
+                                                   "score": 5, "flag": True, "code": "007"}})
+    create_customer({"name": "Bob", "attributes": {"seats": 55.5, "trial": False,
+                                                   "plan": "free", "score": "5",
+                                                   "flag": "true", "code": 7}})
+    create_customer({"name": "Cid", "attributes": {"score": "five"}})
+    assert _filtered(gql, {"key": "seats", "equals": "55.0"}) == ["Ann"]
+    assert _filtered(gql, {"key": "seats", "equals": 55}) == ["Ann"]
+    assert _filtered(gql, {"key": "seats", "in": ["55", "55.5"]}) == ["Ann", "Bob"]
+    assert _filtered(gql, {"key": "seats", "equals": "many"}) == []  # cannot be a number
+    assert _filtered(gql, {"key": "trial", "equals": "yes"}) == ["Ann"]
+    assert _filtered(gql, {"key": "trial", "in": ["no", "1"]}) == ["Ann", "Bob"]
+    assert _filtered(gql, {"key": "plan", "in": ["gold", "platinum"]}) == ["Ann"]
+    # Undeclared: the text "5" and the number 5 are both five; "true" both true.
+    assert _filtered(gql, {"key": "score", "in": ["5"]}) == ["Ann", "Bob"]
+    assert _filtered(gql, {"key": "score", "equals": 5}) == ["Ann"]
+    assert _filtered(gql, {"key": "score", "equals": "five"}) == ["Cid"]
+    assert _filtered(gql, {"key": "flag", "equals": "true"}) == ["Ann", "Bob"]
+    assert _filtered(gql, {"key": "flag", "equals": True}) == ["Ann"]
+    assert _filtered(gql, {"key": "code", "equals": "007"}) == ["Ann", "Bob"]  # 007 reads 7
+    assert _filtered(gql, {"key": "score", "in": []}) == []

@@ -52,3 +52,15 @@ def test_a_taken_external_id_names_its_owner_by_global_id(app: Flask, gql: Graph
     errors = gql(UPDATE, {"input": {"id": other, "source": "shop", "externalId": "S-1"}}
                  )["updateCustomer"]["errors"]
     assert errors and errors[0]["message"].endswith(f"already belongs to customer {owner}.")
+
+
+def test_an_erased_customer_in_a_merge_is_named_by_global_id(app: Flask, gql: GraphQL) -> None:
+    from core.services.customers import erase_customer
+
+    ada = create_customer({"name": "Ada"}).id
+    gone = create_customer({"name": "Gone"}).id
+    erase_customer(gone)
+    errors = gql(MERGE, {"s": global_id("Customer", ada), "m": [global_id("Customer", gone)]}
+                 )["mergeCustomers"]["errors"]
+    assert errors[0]["message"] == (f"Customer {global_id('Customer', gone)} is erased and "
+                                    f"cannot be merged.")

@@ -288,6 +288,7 @@ def test_cli_acts_as_service_cli_or_as_an_agent(app: Flask, tmp_path: Path) -> N
     rows = list(csv.DictReader(out.open(encoding="utf-8")))
     assert [r["service"] for r in rows] == ["cli", ""]
     assert rows[1]["agentId"] == global_id("Agent", agent.id)
+    assert rows[1]["id"] == global_id("AuditEntry", by_sam.id)  # the API's AuditEntry id
     assert '"service": [null, "legacy"]' in rows[1]["changes"]
 
 

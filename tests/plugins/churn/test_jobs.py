@@ -3,6 +3,7 @@ a downloadable file, the churn-rate check, and a fit that fails with its typed c
 
 from __future__ import annotations
 
+import datetime as dt
 import time
 from collections.abc import Iterator
 from typing import Any
@@ -79,6 +80,16 @@ def test_fit_score_report_and_check_as_jobs(churn_jobs_app: Flask) -> None:
 
     check, _ = run(gql, "churn.check")
     assert check["status"] == "SUCCEEDED" and check["result"]["jumps"] == []
+
+    # As of a past moment: the parameter is stored with the job and read back exactly.
+    as_of = days_ago(1).isoformat()
+    refit, _ = run(gql, "churn.fit", {"asOf": as_of})
+    assert refit["status"] == "SUCCEEDED", refit
+    assert dt.datetime.fromisoformat(refit["result"]["asOf"]) == days_ago(1)
+    rescore, _ = run(gql, "churn.score", {"asOf": as_of})
+    assert rescore["status"] == "SUCCEEDED" and rescore["result"]["customers"] == 120, rescore
+    recheck, _ = run(gql, "churn.check", {"asOf": days_ago(2).date().isoformat()})
+    assert recheck["status"] == "SUCCEEDED", recheck
 
     bad = gql(START, {"kind": "churn.report", "parameters": {"from": last, "to": first}})
     assert [(e["field"], e["code"]) for e in bad["startJob"]["errors"]] == [

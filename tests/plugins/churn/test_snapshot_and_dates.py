@@ -151,3 +151,51 @@ def test_fit_and_score_as_of_a_date(make_app: AppFactory) -> None:
         assert score.frequency == len(days) - 1
         bad = runner.invoke(cli, ["churn", "score", "--as-of", "1899-01-01"])
         assert bad.exit_code != 0 and "out of range" in bad.output
+
+
+def test_a_snapshot_counts_in_its_month_against_a_base_from_customer_since(
+        churn_app: Flask, tmp_path: Path) -> None:
+    """Records imported today for subscribers since 2023: a snapshot as of November 30
+    is November's churn, out of an active base that their own start dates make."""
+    from plugins.churn.report import monthly_report
+
+    for n in range(10):
+        cid = customer(f"Sub {n}", created_days_ago=0, customer_since=f"2023-0{1 + n % 9}-15")
+        update_customer(cid, {"external_id": f"S{n}", "source": "default"})
+    path = tmp_path / "labels.csv"
+    path.write_text("customer_external_id,churned\n" + "".join(
+        f"S{n},{'yes' if n < 3 else 'no'}\n" for n in range(10)), encoding="utf-8")
+    snapshot = (days_ago(0).replace(day=1) - dt.timedelta(days=1)).date()  # last month's end
+    result = churn_app.test_cli_runner().invoke(
+        cli, ["churn", "import", str(path), "--as-of", snapshot.isoformat()])
+    assert result.exit_code == 0, result.output
+
+    figures = monthly_report(snapshot.replace(day=1), days_ago(0).date(), days_ago(0))
+    snapshot_month, this_month = figures.months[0], figures.months[1]
+    assert snapshot_month.month == f"{snapshot:%Y-%m}"
+    assert (snapshot_month.active_at_start, snapshot_month.churned) == (10, 3)
+    assert snapshot_month.churn_rate == pytest.approx(0.3)
+    assert (this_month.active_at_start, this_month.churned) == (7, 0)
+    cohorts = {c.month: c.size for c in monthly_report(dt.date(2023, 1, 1), snapshot,
+                                                       days_ago(0)).cohorts}
+    assert sum(cohorts.values()) == 10 and cohorts["2023-01"] == 2
+
+
+def test_a_snapshot_whose_every_churned_row_is_rejected_fails(churn_app: Flask,
+                                                              tmp_path: Path) -> None:
+    """Customers whose records were created today, with no start date of their own, cannot
+    have left before: the rejects say which column and what to give, and the command
+    fails although the "no" rows were fine."""
+    for key in ("N1", "N2", "N3"):
+        cid = customer(key, created_days_ago=0)
+        update_customer(cid, {"external_id": key, "source": "default"})
+    path = tmp_path / "labels.csv"
+    path.write_text("customer_external_id,churned\nN1,yes\nN2,no\nN3,no\n", encoding="utf-8")
+    result = churn_app.test_cli_runner().invoke(
+        cli, ["churn", "import", str(path), "--as-of", days_ago(30).date().isoformat()])
+    assert result.exit_code == 1, result.output
+    assert "every churned row was rejected" in result.output
+    assert "not churned: 2" in result.output
+    rejects = (tmp_path / "labels.csv.rejects.csv").read_text(encoding="utf-8")
+    assert ",as_of," in rejects and "customer_since" in rejects, rejects
+    assert "churned_at" not in rejects
