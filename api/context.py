@@ -16,6 +16,8 @@ L = TypeVar("L", bound=DataLoader)
 class RequestContext:
     principal: Principal
     _loaders: dict[tuple[Any, ...], DataLoader] = field(default_factory=dict)
+    #: What resolvers work out once per request (e.g. whether a selection reads a field).
+    memo: dict[Any, Any] = field(default_factory=dict)
 
     def loader(self, cls: type[L], **params: Any) -> L:
         """The request's instance of ``cls`` for these ``params`` (created on first use).

@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-from collections import defaultdict
+from collections import defaultdict, namedtuple
 from collections.abc import Sequence
 from typing import Any, ClassVar
 
 from aiodataloader import DataLoader
-from sqlalchemy import func, select
+from sqlalchemy import ARRAY, BigInteger, bindparam, func, select, true
 
 from api.pagination import after_condition
 from core.db import db
@@ -78,31 +78,103 @@ def _interaction_filter(kinds: tuple[str, ...] | None) -> list[Any]:
     return [Interaction.kind.in_(kinds)] if kinds else []
 
 
-class InteractionsByCustomerLoader(RapportLoader):
-    """Up to ``limit`` interactions per customer, newest first, after an optional cursor.
+#: The columns of ``interactions`` each field of the GraphQL ``Interaction`` type reads
+#: (tests/api/test_compiled_execution.py checks that every field is listed).
+INTERACTION_FIELD_COLUMNS: dict[str, tuple[str, ...]] = {
+    "id": ("id",), "kind": ("kind",), "channel": ("channel",),
+    "occurredAt": ("occurred_at",), "amount": ("amount", "currency"),
+    "payload": ("payload",), "source": ("source",), "externalId": ("external_id",),
+    "refersTo": ("refers_to_id",), "customer": ("customer_id",), "agent": ("agent_id",),
+    "recordedAt": ("recorded_at",),
+}
+#: Read whatever is selected: the key (customer), the order and cursor (occurred_at, id).
+_ALWAYS = ("id", "customer_id", "occurred_at")
+_COLUMN_ORDER = ("id", "customer_id", "kind", "channel", "occurred_at", "amount", "currency",
+                 "source", "external_id", "refers_to_id", "agent_id", "recorded_at",
+                 "payload")
 
-    One query for the whole page of customers: ROW_NUMBER() over each customer's events.
-    Params: ``limit`` (page size + 1), ``kinds``, ``after`` (occurred_at, id) or None.
+
+def interaction_columns(field_names: frozenset[str] | None) -> tuple[str, ...]:
+    """The columns to read for a selection whose field names (at any depth) are
+    ``field_names``; None: every column."""
+    if field_names is None:
+        return _COLUMN_ORDER
+    wanted = set(_ALWAYS)
+    for name in field_names:
+        wanted.update(INTERACTION_FIELD_COLUMNS.get(name, ()))
+    return tuple(c for c in _COLUMN_ORDER if c in wanted)
+
+
+class InteractionRow:
+    """Base of the plain rows (no ORM identity map, no change tracking) the GraphQL
+    ``Interaction`` type is served from: a named tuple of the columns the query reads,
+    each converted by the column's own type (UTC datetimes, exact money, JSON) as the ORM
+    would, built without a Python-level constructor (``tuple.__new__``)."""
+
+    __slots__ = ()
+
+
+_row_classes: dict[tuple[str, ...], type] = {}
+
+
+def interaction_row_class(columns: tuple[str, ...]) -> Any:
+    """The ``InteractionRow`` class with exactly ``columns`` (one per column set)."""
+    found = _row_classes.get(columns)
+    if found is None:
+        found = _row_classes.setdefault(columns, type(
+            "InteractionRow", (namedtuple("InteractionColumns", columns), InteractionRow),
+            {"__slots__": ()}))
+    return found
+
+
+class InteractionsByCustomerLoader(RapportLoader):
+    """Up to ``limit`` interactions per customer, newest first, after an optional cursor,
+    as ``InteractionRow``s.
+
+    One query for the whole page of customers. On PostgreSQL a LATERAL join over the
+    page's ids (one array parameter): for each
+    customer an index range scan of ``ix_interactions_customer_time`` that stops after
+    ``limit`` rows, whatever the table's size or a customer's history (a window over the
+    page's rows can be planned as a scan of the whole table). Elsewhere (SQLite) one
+    ROW_NUMBER() query over the page's customers. Params: ``limit`` (page size + 1),
+    ``kinds``, ``after`` (occurred_at, id) or None, ``fields``: the names of the fields
+    selected below (any depth), whose columns alone are read (None: all columns).
     """
 
-    def load_batch(self, keys: list[int]) -> list[list[Interaction]]:
+    def load_batch(self, keys: list[int]) -> list[list[InteractionRow]]:
         limit: int = self.params["limit"]
         after = self.params.get("after")
-        conditions = [Interaction.customer_id.in_(keys),
-                      *_interaction_filter(self.params.get("kinds"))]
+        names = interaction_columns(self.params.get("fields"))
+        columns = [getattr(Interaction, name) for name in names]
+        conditions = _interaction_filter(self.params.get("kinds"))
         if after is not None:
             conditions.append(after_condition([Interaction.occurred_at, Interaction.id],
                                               list(after), descending=True))
-        position = func.row_number().over(
-            partition_by=Interaction.customer_id,
-            order_by=(Interaction.occurred_at.desc(), Interaction.id.desc())).label("position")
-        ranked = select(Interaction.id, position).where(*conditions).subquery()
-        stmt = (select(Interaction).join(ranked, ranked.c.id == Interaction.id)
-                .where(ranked.c.position <= limit)
-                .order_by(Interaction.customer_id, Interaction.occurred_at.desc(),
-                          Interaction.id.desc()))
-        found: dict[int, list[Interaction]] = defaultdict(list)
-        for row in db.session.scalars(stmt):
+        newest_first = (Interaction.occurred_at.desc(), Interaction.id.desc())
+        if db.session.get_bind().dialect.name == "postgresql":
+            # One array parameter: the statement is the same for every page (cached,
+            # prepared by the server).
+            customers = select(func.unnest(bindparam(
+                "customer_ids", keys, type_=ARRAY(BigInteger))).label("customer_id")
+            ).subquery("page")
+            per_customer = (select(*columns)
+                            .where(Interaction.customer_id == customers.c.customer_id,
+                                   *conditions)
+                            .order_by(*newest_first).limit(limit).lateral("timeline"))
+            stmt = (select(per_customer).select_from(customers.join(per_customer, true()))
+                    .order_by(per_customer.c.customer_id, per_customer.c.occurred_at.desc(),
+                              per_customer.c.id.desc()))
+        else:
+            position = func.row_number().over(partition_by=Interaction.customer_id,
+                                              order_by=newest_first).label("position")
+            ranked = select(*columns, position).where(
+                Interaction.customer_id.in_(keys), *conditions).subquery("ranked")
+            stmt = (select(*(ranked.c[c.key] for c in columns))
+                    .where(ranked.c.position <= limit)
+                    .order_by(ranked.c.customer_id, ranked.c.position))
+        make = interaction_row_class(names)._make
+        found: dict[int, list[Any]] = defaultdict(list)
+        for row in map(make, db.session.execute(stmt)):
             found[row.customer_id].append(row)
         return [found.get(k, []) for k in keys]
 

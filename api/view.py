@@ -22,13 +22,15 @@ from flask import Blueprint, Response, current_app, jsonify, render_template, re
 from werkzeug.exceptions import RequestEntityTooLarge
 from graphql import (
     BREAK, DocumentNode, ExecutionResult, FieldNode, GraphQLError, GraphQLSyntaxError,
-    OperationDefinitionNode, StringValueNode, Visitor, execute, get_operation_ast, parse,
-    specified_rules, validate, visit,
+    OperationDefinitionNode, OperationType, StringValueNode, Visitor, execute,
+    get_operation_ast, parse, specified_rules, validate, visit,
 )
 from graphql.validation.validate import ValidationAbortedError
 
 from api.context import RequestContext
-from api.execution import RapportExecutionContext, is_awaitable, run as run_coroutine
+from api.execution import (
+    PlanCache, RapportExecutionContext, is_awaitable, run as run_coroutine,
+)
 from api.authorization import authorization_rule
 from api import limits
 from api.schema import RapportSchema
@@ -39,7 +41,10 @@ from core import metrics
 from core.config import Settings
 from core.timeouts import is_statement_timeout
 from core.crypto import DecryptionError
-from core.http import DECRYPTION_FAILED, DECRYPTION_MESSAGE, error_response
+from core.connections import begin_read_only
+from core.http import (
+    DECRYPTION_FAILED, DECRYPTION_MESSAGE, error_response, json_response,
+)
 from core.schemas import MAX_JSON_DEPTH, SURROGATE_MESSAGE, has_surrogate
 
 log = logging.getLogger("rapport.graphql")
@@ -58,6 +63,8 @@ class Prepared:
     errors: list[GraphQLError]
     status: int
     size: int = 0  # estimated bytes held, for the cache's bound
+    #: The compiled execution plans of a valid document (api/execution.py), kept with it.
+    plans: PlanCache | None = None
 
 
 class GraphQLService:
@@ -88,7 +95,8 @@ class GraphQLService:
                 self._cache.move_to_end(key)
                 return cached
         prepared = self._prepare(query, principal)
-        prepared.size = _AST_BYTES_PER_CHAR * len(query) + 512
+        prepared.size = _AST_BYTES_PER_CHAR * len(query) + 512 + (
+            prepared.plans.estimated_bytes(len(query)) if prepared.plans else 0)
         with self._lock:
             if key not in self._cache:
                 self._cache[key] = prepared
@@ -151,17 +159,21 @@ class GraphQLService:
                 error.extensions = {"code": "GRAPHQL_VALIDATION_FAILED"}
         if any(e.extensions.get("code") == "FORBIDDEN" for e in errors):
             return Prepared(None, list(errors), 403)
-        return Prepared(None if errors else document, list(errors), 400 if errors else 200)
+        if errors:
+            return Prepared(None, list(errors), 400)
+        return Prepared(document, [], 200, plans=PlanCache(document))
 
     def execute(self, document: DocumentNode, principal: Principal,
-                variables: dict[str, Any] | None, operation_name: str | None
-                ) -> ExecutionResult:
+                variables: dict[str, Any] | None, operation_name: str | None,
+                plans: PlanCache | None = None) -> ExecutionResult:
         context = RequestContext(principal=principal)
+        context_class = (plans.context_class(operation_name) if plans is not None
+                         else RapportExecutionContext)
 
         async def run() -> ExecutionResult:
             result = execute(self.schema.graphql_schema, document, context_value=context,
                              variable_values=variables, operation_name=operation_name,
-                             execution_context_class=RapportExecutionContext,
+                             execution_context_class=context_class,
                              is_awaitable=is_awaitable,
                              hide_suggestions=not self.introspection_allowed(principal))
             if inspect.isawaitable(result):
@@ -338,17 +350,20 @@ def graphql_endpoint() -> Any:
         metrics.graphql_errors(e["extensions"]["code"] for e in errors)
         return jsonify(errors=errors), prepared.status
     operation = get_operation_ast(prepared.document, operation_name)
+    if operation is not None and operation.operation is OperationType.QUERY:
+        begin_read_only()  # no BEGIN/ROLLBACK round trips (core.connections)
     metrics.graphql_operation(operation.name.value if operation and operation.name else None,
                               operation.operation.value if operation else None)
     with context.use(actor=principal.actor, operation=_operation_label(operation),
                      request_id=context.sane_request_id(request.headers.get("X-Request-Id"))):
-        result = graphql.execute(prepared.document, principal, variables, operation_name)
+        result = graphql.execute(prepared.document, principal, variables, operation_name,
+                                 prepared.plans)
     payload: dict[str, Any] = {}
     if result.errors:
         payload["errors"] = [format_error(e) for e in result.errors]
         metrics.graphql_errors(e["extensions"]["code"] for e in payload["errors"])
     payload["data"] = result.data
-    return jsonify(payload), 200
+    return json_response(payload), 200
 
 
 @blueprint.after_request

@@ -4,7 +4,7 @@ Both commands run in turn (A B A B ...), each in a fresh process with no RAPPORT
 setting, and the ratio is taken pair by pair so a machine whose speed drifts still gives a
 fair ratio. CPU time (user + system of the child) is reported beside wall time: on a
 shared machine it moves less. The run also checks that the help imported none of the
-statistics stack (numpy, scipy, scikit-learn, matplotlib).
+statistics stack (numpy, scipy, scikit-learn, matplotlib, pandas).
 
     python -m bench cli_start -- --runs 15
 """
@@ -22,7 +22,7 @@ import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
-HEAVY = ("numpy", "scipy", "sklearn", "matplotlib")
+HEAVY = ("numpy", "scipy", "sklearn", "matplotlib", "pandas")
 PROBE = ("import atexit, sys\n"
          f"atexit.register(lambda: print('HEAVY', [m for m in {HEAVY!r} if m in sys.modules],"
          " file=sys.stderr))\n"

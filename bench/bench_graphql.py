@@ -12,6 +12,8 @@ Goals: GraphQL median / baseline median <= 2.0; SQL statements of one GraphQL re
 <= 3 (the API-key lookup counts). The first line runs with the API plugin only
 (RAPPORT_PLUGINS empty); a second line, when it differs, with every installed plugin
 enabled (RAPPORT_PLUGINS unset), whose Customer fields and hooks are then in the schema.
+A second table times the executor alone: the same request with the compiled plan kept with
+the cached document, with the plan built per request, and with graphql-core's executor.
 """
 
 from __future__ import annotations
@@ -187,6 +189,60 @@ def measure(app: Flask, label: str) -> list[Any]:
             common.verdict(len(statements), STATEMENTS_GOAL), len(base_statements)]
 
 
+class _Executor:
+    """Stands in for a document's ``PlanCache`` in ``GraphQLService.execute``: every
+    request runs with ``context_class`` (no plan kept across requests)."""
+
+    def __init__(self, context_class: Any):
+        self.cls = context_class
+
+    def context_class(self, operation_name: str | None) -> Any:
+        return self.cls
+
+
+def measure_executors(app: Flask, label: str) -> list[Any]:
+    """The same /graphql request three ways, interleaved in one process: as served (the
+    compiled plan kept with the cached document), with our execution context building
+    its plan per request (how it ran before plans were kept), and with graphql-core's
+    own ``ExecutionContext``. Results are compared once; the loaders are the same."""
+    from graphql import ExecutionContext
+
+    from api.execution import RapportExecutionContext
+
+    secret = common.admin_key(app)
+    headers = {"Authorization": f"Bearer {secret}"}
+    client = app.test_client()
+    service = app.extensions["rapport_graphql"]
+    served = service.execute
+
+    def run_with(executor: Any) -> Any:
+        def execute(document: Any, principal: Any, variables: Any, operation_name: Any,
+                    plans: Any = None) -> Any:
+            return served(document, principal, variables, operation_name,
+                          plans if executor is None else executor)
+
+        def request() -> Any:
+            service.execute = execute
+            try:
+                response = client.post("/graphql", json={"query": QUERY}, headers=headers)
+            finally:
+                service.execute = served
+            assert response.status_code == 200, response.get_data(as_text=True)
+            return response
+
+        return request
+
+    cases = {"compiled": run_with(None),
+             "per-request": run_with(_Executor(RapportExecutionContext)),
+             "graphql-core": run_with(_Executor(ExecutionContext))}
+    results = [case().get_json() for case in cases.values()]
+    assert results[0] == results[1] == results[2], "the executors disagree"
+    timings = common.compare(cases, repeat=REPEAT, warmup=5)
+    c, p, g = (timings[name] for name in cases)
+    return [label, c.median_ms, p.median_ms, g.median_ms,
+            common.ratio(c.median, p.median), common.ratio(c.median, g.median)]
+
+
 def main() -> None:
     print(__doc__.strip().splitlines()[0])
     print(f"{CUSTOMERS} customers x {INTERACTIONS_PER_CUSTOMER[0]}-"
@@ -208,12 +264,19 @@ def main() -> None:
             for label, app in apps:
                 add_baseline_routes(app)
                 rows.append(measure(app, label))
+            executor_rows = [measure_executors(app, label) for label, app in apps]
         finally:
             common.dispose(api_app, env_app)
     common.print_table(headers, rows)
     print("ratio = GraphQL median / baseline median; baseline = the hand-written route with "
           "the same API-key check (\"no-auth ms\": the same route without it). SQL = "
           "statements of one GraphQL request, the API-key lookup included.")
+    print("\nThe executor alone: the same /graphql request, same loaders, interleaved; the "
+          "plan kept with the cached document, built per request, or graphql-core's own "
+          "ExecutionContext:")
+    common.print_table(["plugins", "compiled plan ms", "plan per request ms",
+                        "graphql-core ms", "compiled / per request",
+                        "compiled / graphql-core"], executor_rows)
 
 
 if __name__ == "__main__":

@@ -12,7 +12,7 @@ from flask import Flask, current_app
 from sqlalchemy import event
 from sqlalchemy.engine import Engine
 
-from core import crypto, http, ratelimit
+from core import connections, crypto, http, ratelimit
 from core.builtin import MONETARY_KINDS
 from core.config import Settings, load_settings
 from core.db import db
@@ -87,7 +87,8 @@ def create_app(config: Mapping[str, Any] | None = None, *, plugins: Iterable[obj
         SECRET_KEY=settings.secret_key,
         TESTING=settings.env == "test",
         SQLALCHEMY_DATABASE_URI=_database_url(settings, app),
-        SQLALCHEMY_ENGINE_OPTIONS={"pool_pre_ping": True},
+        # No pre-ping round trip per checkout: core.connections checks liveness locally.
+        SQLALCHEMY_ENGINE_OPTIONS={"pool_recycle": connections.POOL_RECYCLE_SECONDS},
     )
     app.json.sort_keys = False  # type: ignore[attr-defined] - GraphQL answers in query order
     crypto.init_app(app, settings)

@@ -8,12 +8,15 @@ import hashlib
 import hmac
 import ipaddress
 import secrets
+import threading
+import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
-from flask import g, has_request_context, request
-from sqlalchemy import select, update
+from flask import Flask, current_app, g, has_app_context, has_request_context, request
+from sqlalchemy import event, select, update
+from sqlalchemy.orm import Session
 
 from core import changes, context, roles
 from core.app import rapport
@@ -22,7 +25,7 @@ from core.db import MAX_ID, db, utcnow
 from core.errors import ErrorCode, UserError
 from core.http import error_response
 from core.ids import global_id
-from core.models import Agent, ApiKey
+from core.models import Agent, AgentRole, ApiKey
 from core.ratelimit import parse_rate_limit
 from core.services import transaction
 
@@ -69,6 +72,110 @@ class AuthError(Exception):
 
 def _digest(secret: str) -> str:
     return hashlib.sha256(secret.encode()).hexdigest()
+
+
+# --- What a worker remembers about keys ------------------------------------------------------
+
+#: How long a process trusts what it read about a key and its agent. A revocation, a scope
+#: or role change or an agent's deactivation made elsewhere (another worker, the CLI) takes
+#: effect within this many seconds on every worker; one made in this process, at once.
+KEY_CACHE_SECONDS = 5.0
+#: At most this many keys are remembered per app (the whole cache is dropped when full).
+KEY_CACHE_SIZE = 10_000
+#: The clock of the cache (monotonic seconds); tests replace it.
+clock: Callable[[], float] = time.monotonic
+
+
+@dataclass(frozen=True)
+class _KeyRecord:
+    """A key's row (and its agent's state) as read at ``read_at`` (``clock()``)."""
+
+    id: int
+    name: str
+    prefix: str
+    secret_hash: str
+    scopes: frozenset[str]
+    agent_id: int | None
+    service: str | None
+    revoked: bool
+    agent_active: bool
+    agent_role: AgentRole | None
+    read_at: float
+
+
+class _KeyCache:
+    """Key records by the digest of the secret presented (never the secret itself)."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._records: dict[str, _KeyRecord] = {}
+        #: last_used_at of each key as this process last read or wrote it, by key id.
+        self.last_used: dict[int, dt.datetime | None] = {}
+
+    def get(self, digest: str) -> _KeyRecord | None:
+        record = self._records.get(digest)
+        if record is None or clock() - record.read_at >= KEY_CACHE_SECONDS:
+            return None
+        return record
+
+    def put(self, digest: str, record: _KeyRecord) -> None:
+        with self._lock:
+            if len(self._records) >= KEY_CACHE_SIZE:
+                self._records.clear()
+                self.last_used.clear()
+            self._records[digest] = record
+
+    def clear(self) -> None:
+        with self._lock:
+            self._records.clear()
+
+
+def _key_cache(app: Flask | None = None) -> _KeyCache:
+    target = app if app is not None else current_app
+    cache = target.extensions.get("rapport_key_cache")
+    if cache is None:
+        cache = target.extensions.setdefault("rapport_key_cache", _KeyCache())
+    return cache  # type: ignore[no-any-return]
+
+
+_KEYS_CHANGED = "rapport_keys_changed"
+
+
+@event.listens_for(Session, "after_flush")
+def _note_key_changes(session: Session, flush_context: Any) -> None:
+    """A key or an agent written in this session: forget every cached key at commit."""
+    if any(isinstance(obj, (ApiKey, Agent))
+           for obj in (*session.new, *session.dirty, *session.deleted)):
+        session.info[_KEYS_CHANGED] = True
+
+
+@event.listens_for(Session, "after_commit")
+def _forget_changed_keys(session: Session) -> None:
+    if session.info.pop(_KEYS_CHANGED, False) and has_app_context():
+        _key_cache().clear()
+
+
+@event.listens_for(Session, "after_rollback")
+def _keep_keys(session: Session) -> None:
+    session.info.pop(_KEYS_CHANGED, None)
+
+
+def _read_key(prefix: str) -> tuple[_KeyRecord, dt.datetime | None] | None:
+    row = db.session.execute(
+        select(ApiKey.id, ApiKey.name, ApiKey.prefix, ApiKey.secret_hash, ApiKey.scopes,
+               ApiKey.agent_id, ApiKey.service, ApiKey.revoked_at, ApiKey.last_used_at,
+               Agent.active, Agent.role)
+        .outerjoin(Agent, Agent.id == ApiKey.agent_id)
+        .where(ApiKey.prefix == prefix)).first()
+    if row is None:
+        return None
+    record = _KeyRecord(
+        id=row.id, name=row.name, prefix=row.prefix, secret_hash=row.secret_hash,
+        scopes=frozenset(row.scopes), agent_id=row.agent_id, service=row.service,
+        revoked=row.revoked_at is not None, agent_active=bool(row.active),
+        agent_role=row.role,
+        read_at=clock())
+    return record, row.last_used_at
 
 
 def create_api_key(name: str, scopes: Iterable[str], *, agent_email: str | None = None,
@@ -207,28 +314,37 @@ def authenticate(authorization: str | None, remote_addr: str | None,
             or "\x00" in token):
         raise AuthError("UNAUTHENTICATED", "Malformed Authorization header; expected "
                                            "'Bearer rpk_...'.")
-    key = db.session.scalar(select(ApiKey).where(ApiKey.prefix == parts[1]))
-    if key is None or not hmac.compare_digest(key.secret_hash, _digest(token)):
-        raise AuthError("UNAUTHENTICATED", "Unknown API key.")
-    if key.revoked_at is not None:
+    digest = _digest(token)
+    cache = _key_cache()
+    key = cache.get(digest)
+    if key is None:
+        read = _read_key(parts[1])
+        if read is None or not hmac.compare_digest(read[0].secret_hash, digest):
+            raise AuthError("UNAUTHENTICATED", "Unknown API key.")
+        key = read[0]
+        cache.last_used[key.id] = read[1]
+        cache.put(digest, key)
+    if key.revoked:
         raise AuthError("UNAUTHENTICATED", "This API key was revoked.")
-    scopes = frozenset(key.scopes)
+    scopes = key.scopes
     if key.agent_id is not None:
-        agent = db.session.execute(select(Agent.active, Agent.role).where(
-            Agent.id == key.agent_id)).one()
-        if not agent.active:
+        if not key.agent_active:
             raise AuthError("UNAUTHENTICATED", "This API key's agent is deactivated.")
-        scopes = roles.effective_scopes(scopes, agent.role, rapport().scopes)
+        scopes = roles.effective_scopes(scopes, key.agent_role or "", rapport().scopes)
     on_behalf = _on_behalf_of(scopes, agent_header)
     principal = Principal(
         key.name, scopes, api_key_id=key.id,
         agent_id=on_behalf if on_behalf is not None else key.agent_id,
         actor=Actor(agent_id=key.agent_id, service=key.service, api_key_prefix=key.prefix,
                     on_behalf_of_agent_id=on_behalf))
+    # last_used_at is kept to _LAST_USED_RESOLUTION: each process writes it when what it
+    # last read or wrote is older than that (a cached key's value is re-read with the key).
     now = utcnow()
-    if key.last_used_at is None or now - key.last_used_at > _LAST_USED_RESOLUTION:
+    last_used = cache.last_used.get(key.id)
+    if last_used is None or now - last_used > _LAST_USED_RESOLUTION:
         db.session.execute(update(ApiKey).where(ApiKey.id == key.id).values(last_used_at=now))
         db.session.commit()
+        cache.last_used[key.id] = now
     return principal
 
 

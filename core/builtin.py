@@ -57,9 +57,10 @@ def rapport_interaction_kinds() -> list[tuple[str, str]]:
 @hookimpl
 def rapport_job_kinds() -> list[Any]:
     from core.job_kinds import CORE_JOB_KINDS  # imports the importers: only when asked
+    from core.housekeeping import job_kinds as housekeeping_job_kinds
     from core.outbox import JOB_KINDS as OUTBOX_JOB_KINDS
 
-    return [*CORE_JOB_KINDS, *OUTBOX_JOB_KINDS]
+    return [*CORE_JOB_KINDS, *OUTBOX_JOB_KINDS, *housekeeping_job_kinds()]
 
 
 @hookimpl
@@ -71,10 +72,21 @@ def rapport_register_routes() -> list[Any]:
 
 @hookimpl
 def rapport_cli_commands() -> list[Any]:
-    from core.events import outbox_group
-    from core.jobs_cli import scheduler_command, worker_command
+    from core.lazy_cli import lazy_command  # the modules load when the command runs
 
-    return [worker_command, scheduler_command, outbox_group]
+    return [
+        lazy_command("worker", "core.jobs_cli:worker_command",
+                     "Run jobs from the queue (RAPPORT_BROKER_URL) until stopped (SIGTERM: "
+                     "finish the running jobs first)."),
+        lazy_command("scheduler", "core.jobs_cli:scheduler_command",
+                     "Start the jobs of due schedules, acting as the service 'scheduler'. "
+                     "Without a broker the jobs run on this process's threads."),
+        lazy_command("outbox", "core.events:outbox_group",
+                     "The event outbox: relay committed events to their consumers."),
+        lazy_command("purge", "core.housekeeping:purge_command",
+                     "Delete relayed events and finished jobs past their retention (the "
+                     "audit log stays)."),
+    ]
 
 
 # --- Events: core's catalogue, the relay (core/outbox.py, docs/events.md) -------------------

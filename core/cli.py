@@ -6,28 +6,21 @@ import importlib.util
 import logging
 import os
 import sys
-from collections.abc import Callable
-from pathlib import Path
-from typing import Any, NoReturn
+from typing import TYPE_CHECKING, Any, NoReturn
 
 import click
 from flask import Flask, current_app
 from flask.cli import FlaskGroup, ScriptInfo
-from werkzeug.serving import run_simple
-from sqlalchemy import inspect, select
 
-from core import context
-from core.app import create_app, rapport
-from core.audit import audit_group
-from core.context import Actor
 from core.config import ConfigError
-from core.crypto import DecryptionError
-from core.db import db
-from core.demo import DEFAULT_CUSTOMERS, generate_demo
-from core.errors import UserError
-from core.importers import DEFAULT_BATCH_SIZE, Entity, FileFormat, default_rejects_path
-from core.keys import keys_group, progress_bar
-from core.logs import configure_logging
+from core.lazy_cli import lazy_command
+
+if TYPE_CHECKING:
+    from core.errors import UserError
+
+# `rapport --help` imports this module: what a command needs beyond click and Flask
+# (SQLAlchemy, the models, the services) is imported inside it, and the commands of other
+# modules are declared with `lazy_command` (tests/core/test_cli_start.py checks).
 
 
 #: The service the CLI acts as unless given ``--as``.
@@ -75,6 +68,8 @@ def write_development_config(app: Flask) -> str | None:
 
 
 def _make_app() -> Flask:
+    from core.app import create_app
+
     load_instance_config()
     try:
         return create_app()
@@ -90,10 +85,12 @@ def _listed_commands() -> dict[str, click.Command]:
 
     load_instance_config()
     raw = os.environ.get("RAPPORT_PLUGINS")
+    hook = "rapport_cli_commands"  # plugins that cannot contribute one are not imported
     try:
-        pm, _ = build_plugin_manager(Settings(plugins=None if raw is None else _csv(raw)))
+        pm, _ = build_plugin_manager(Settings(plugins=None if raw is None else _csv(raw)),
+                                     only_implementing=hook)
     except ConfigError:  # an unknown name in RAPPORT_PLUGINS: list what is installed
-        pm, _ = build_plugin_manager(Settings())
+        pm, _ = build_plugin_manager(Settings(), only_implementing=hook)
     found: dict[str, click.Command] = {}
     for commands in pm.hook.rapport_cli_commands():
         for command in commands or []:
@@ -149,6 +146,9 @@ def cli(ctx: click.Context, as_agent: str | None) -> None:
     """Rapport: a headless CRM backend. Configure it with RAPPORT_* environment variables
     (or .env, --env-file; a checkout where 'make run' ran keeps development settings in
     instance/rapport.env)."""
+    from core import context
+    from core.context import Actor
+
     actor = Actor(service=CLI_SERVICE, via="cli")
     if as_agent is not None and ctx.invoked_subcommand is not None:
         actor = Actor(agent_id=_agent_for_cli(ctx, as_agent), via="cli")
@@ -157,6 +157,9 @@ def cli(ctx: click.Context, as_agent: str | None) -> None:
 
 
 def _agent_for_cli(ctx: click.Context, email: str) -> int:
+    from sqlalchemy import select
+
+    from core.db import db
     from core.models import Agent
 
     app = ctx.ensure_object(ScriptInfo).load_app()
@@ -189,6 +192,11 @@ def serve(host: str | None, port: int | None, production: bool, workers: int | N
     if workers is not None:
         raise click.UsageError("--workers needs --production (the built-in server is one "
                                "process).")
+    from werkzeug.serving import run_simple
+
+    from core.app import rapport
+    from core.logs import configure_logging
+
     host, port = host or "127.0.0.1", port or 5000
     settings = rapport().settings
     configure_logging({**settings.extra, "RAPPORT_ENV": settings.env})
@@ -230,6 +238,11 @@ def db_group() -> None:
 @click.argument("target", default="heads")
 def db_upgrade(target: str) -> None:
     """Upgrade the database to TARGET (default: the newest revision of every branch)."""
+    from sqlalchemy import inspect
+
+    from core.app import rapport
+    from core.db import db
+    from core.keys import progress_bar
     from core.migrate import current_heads, upgrade
 
     app = current_app._get_current_object()  # type: ignore[attr-defined]
@@ -273,6 +286,8 @@ def db_revision(message: str, branch: str, autogenerate: bool, version_dir: str 
 @cli.command("plugins")
 def plugins_command() -> None:
     """List installed plugins: version, enabled or why not, hooks implemented."""
+    from core.app import rapport
+
     for info in rapport().plugins:
         state = "enabled" if info.enabled else f"disabled ({info.reason})"
         click.echo(f"{info.name} {info.version}: {state}")
@@ -305,6 +320,7 @@ def apikey_create(service: str | None, agent_email: str | None, scopes: str,
                   rate_limit: str | None) -> None:
     """Create a key for a service (--service NAME) or an agent (--agent EMAIL)."""
     from core.auth import create_api_key
+    from core.errors import UserError
 
     if (service is None) == (agent_email is None):
         raise click.UsageError("Give exactly one of --service NAME and --agent EMAIL.")
@@ -325,6 +341,9 @@ def apikey_create(service: str | None, agent_email: str | None, scopes: str,
 
 @apikey_group.command("list")
 def apikey_list() -> None:
+    from sqlalchemy import select
+
+    from core.db import db
     from core.models import ApiKey
 
     for key in db.session.scalars(select(ApiKey).order_by(ApiKey.id)):
@@ -342,6 +361,7 @@ def apikey_list() -> None:
 def apikey_limit(prefix: str, rate_limit: str) -> None:
     """Give a key its own rate limit (1000/minute, 'unlimited'), or 'default' to go back to
     RAPPORT_RATE_LIMIT."""
+    from core.errors import UserError
     from core.ratelimit import set_key_rate_limit
 
     try:
@@ -355,6 +375,7 @@ def apikey_limit(prefix: str, rate_limit: str) -> None:
 @click.argument("prefix")
 def apikey_revoke(prefix: str) -> None:
     from core.auth import revoke_api_key
+    from core.errors import UserError
 
     try:
         key = revoke_api_key(prefix)
@@ -363,133 +384,29 @@ def apikey_revoke(prefix: str) -> None:
     click.echo(f"revoked {key.prefix} ({key.name})")
 
 
-@cli.group("import")
-def import_group() -> None:
-    """Import customers or interactions from CSV or JSON Lines files.
-
-    A CSV header row (or each JSON object's keys) names the fields; unknown columns become
-    customer attributes or interaction payload; an empty cell means no value. Rows are
-    committed in batches; bad rows go to the rejects file with their line number and the
-    reason; a re-run skips what is already stored (source + external_id).
-    """
-
-
-def _import_options(command: Callable[..., None]) -> Callable[..., None]:
-    options = (
-        click.argument("file", type=click.Path(dir_okay=False, path_type=Path)),
-        click.option("--format", "file_format",
-                     type=click.Choice([f.value for f in FileFormat]),
-                     help="Default: from the extension (.csv, .jsonl, .ndjson)."),
-        click.option("--batch-size", default=DEFAULT_BATCH_SIZE, show_default=True,
-                     type=click.IntRange(1, 10_000), help="Rows per transaction."),
-        click.option("--rejects", "rejects_path",
-                     type=click.Path(dir_okay=False, path_type=Path),
-                     help="Where to write rejected rows [default: FILE.rejects.csv]."),
-        click.option("--encoding", default="utf-8", show_default=True,
-                     help="Text encoding of FILE."),
-    )
-    for option in reversed(options):
-        command = option(command)
-    return command
-
-
-def _require_schema() -> None:
-    if not inspect(db.engine).has_table("interactions"):
-        raise click.ClickException("The database has no Rapport tables yet: run "
-                                   "'rapport db upgrade' first.")
-
-
-def _run_import(entity: Entity, file: Path, file_format: str | None, batch_size: int,
-                rejects_path: Path | None, encoding: str, declare: bool = False) -> None:
-    """The job ``core.import_<entity>`` run here, with a progress bar."""
-    from core.jobs import ConsoleProgress, run_here
-
-    _require_schema()
-    rejects = rejects_path or default_rejects_path(file)
-    progress = ConsoleProgress(f"Importing {entity}", {f"{entity}.rejects.csv": rejects})
-    parameters = {"path": str(file), "batchSize": batch_size, "encoding": encoding,
-                  **({"format": file_format} if file_format else {}),
-                  **({"declareAttributes": True} if declare else {})}
-    try:
-        report = run_here(f"core.import_{entity}", parameters, progress)
-    except UserError as exc:
-        raise click.ClickException("\n".join(e.message for e in exc.errors)) from None
-    for declared in report.get("declaredAttributes", []):
-        categories = declared.get("categories")
-        click.echo(f"declared attribute {declared['key']}: {declared['type']}"
-                   + (f" ({', '.join(categories)})" if categories else ""))
-    click.echo(f"imported: {report['imported']}, skipped (already there): {report['skipped']}, "
-               f"rejected: {report['rejected']}")
-    if report["rejected"]:
-        click.echo(f"rejected rows and why: {rejects}")
-        if not report["imported"] and not report["skipped"]:
-            # Nothing usable in the file: a script must not carry on as if it had worked.
-            raise click.ClickException("every row was rejected; nothing was imported")
-
-
-@import_group.command("customers")
-@_import_options
-@click.option("--declare-attributes", "declare", is_flag=True,
-              help="First declare the undeclared attribute columns, with types inferred "
-                   "from their values (number, boolean, date, category, text); each "
-                   "declaration is reported.")
-def import_customers_command(file: Path, file_format: str | None, batch_size: int,
-                             rejects_path: Path | None, encoding: str, declare: bool) -> None:
-    """Import customers from FILE.
-
-    Columns: external_id (required), source (default: default), name, email, phone,
-    birth_date, gender, education, occupation, income_band, country, region, city,
-    tags (separated by ;), lifecycle_stage, owner_id, customer_since (the customer's own
-    start date, 00:00 of that day in RAPPORT_TIMEZONE), tenure_periods (renewal periods
-    completed) and period (month or year); any other column is an attribute. Exits with
-    status 1 when every row was rejected.
-    """
-    _run_import("customers", file, file_format, batch_size, rejects_path, encoding, declare)
-
-
-@import_group.command("interactions")
-@_import_options
-def import_interactions_command(file: Path, file_format: str | None, batch_size: int,
-                                rejects_path: Path | None, encoding: str) -> None:
-    """Import interactions from FILE for customers imported before.
-
-    Columns: customer_external_id, external_id, kind, occurred_at (ISO 8601; without an
-    offset it is UTC) are required; customer_source and source (default: default), amount,
-    currency, channel, refers_to (external id of an earlier interaction of the same source);
-    any other column goes into the payload.
-    """
-    _run_import("interactions", file, file_format, batch_size, rejects_path, encoding)
-
-
-@cli.command("demo")
-@click.option("--customers", "count", default=DEFAULT_CUSTOMERS, show_default=True,
-              type=click.IntRange(1, 1_000_000), help="How many customers to generate.")
-@click.option("--seed", type=int, default=None,
-              help="Reproduce an earlier demo (each run prints its seed).")
-def demo_command(count: int, seed: int | None) -> None:
-    """Fill the database with realistic demo customers, a year of their interactions, and
-    every enabled plugin's demo rows."""
-    _require_schema()
-    try:
-        with click.progressbar(length=count, label="Generating demo data",
-                               file=sys.stderr) as bar:
-            summary = generate_demo(count, seed, on_progress=bar.update)
-    except UserError as exc:
-        raise fail(exc) from None
-    click.echo(f"demo data: {summary.customers} customers, {summary.interactions} "
-               f"interactions, {summary.agents} agents, {len(summary.near_duplicates)} "
-               f"customers registered twice (seed {summary.seed})")
-
-
-cli.add_command(keys_group)
-cli.add_command(audit_group)
+for _command in (
+    lazy_command("import", "core.cli_data:import_group",
+                 "Import customers or interactions from CSV or JSON Lines files."),
+    lazy_command("demo", "core.cli_data:demo_command",
+                 "Fill the database with realistic demo customers, a year of their "
+                 "interactions, and every enabled plugin's demo rows."),
+    lazy_command("keys", "core.keys:keys_group",
+                 "Keys of personal data at rest: generate, rotate."),
+    lazy_command("audit", "core.audit:audit_group",
+                 "The audit log: who changed what, when, through which credentials."),
+):
+    cli.add_command(_command)
 
 
 def main(argv: Any = None) -> None:
     try:
         cli.main(args=argv, prog_name="rapport")
-    except DecryptionError as exc:
-        # A key problem, not a bug: say what to do instead of printing a traceback.
+    except Exception as exc:
+        # A key problem, not a bug: say what to do instead of printing a traceback. (Only
+        # code that imported core.crypto can raise its DecryptionError.)
+        crypto = sys.modules.get("core.crypto")
+        if crypto is None or not isinstance(exc, crypto.DecryptionError):
+            raise
         click.echo(f"Error: {exc}", err=True)
         sys.exit(1)
 

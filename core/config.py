@@ -12,7 +12,6 @@ from dataclasses import dataclass, field
 from typing import Any
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-from limits import parse_many
 
 ENVIRONMENTS = ("production", "development", "test")
 
@@ -69,6 +68,8 @@ def _rate_limit(value: Any) -> str:
     text = str(value).strip()
     if text.lower() == "unlimited":
         return "unlimited"
+    from limits import parse_many  # here: `rapport --help` reads no rate limit
+
     try:
         parse_many(text)
     except ValueError as exc:

@@ -55,7 +55,9 @@ from core.services.interactions import (
 
 Entity = Literal["customers", "interactions"]
 DEFAULT_SOURCE = "default"
-DEFAULT_BATCH_SIZE = 1000
+#: Rows per transaction. Each batch pays a fixed set of statements (look-ups, the plugins'
+#: batch hooks, the audit entry): at 1,000 rows they were a third of an import's time.
+DEFAULT_BATCH_SIZE = 5000
 REJECTS_HEADER = ("line", "field", "code", "message")
 _SCAN_CHUNK = 1 << 20
 
@@ -217,8 +219,9 @@ class RecordReader:
                 yield Record(line, {}, FieldError(
                     f"{len(row)} values for the {width} header columns.", ErrorCode.INVALID))
                 continue
-            yield Record(line, _without_blanks(dict(zip(self.columns,
-                                                        (cell.strip() for cell in row)))))
+            # ``_without_blanks`` for text cells, in one pass: a stripped cell is blank or not.
+            yield Record(line, {name: value for name, value in
+                                zip(self.columns, [cell.strip() for cell in row]) if value})
 
     def _json_records(self) -> Iterator[Record]:
         assert self._json_lines is not None and self._first_json is not None
@@ -513,7 +516,14 @@ def default_rejects_path(path: Path) -> Path:
 
 
 def _importer(entity: Entity) -> Importer:
-    return CustomerImporter() if entity == "customers" else InteractionImporter()
+    if entity == "customers":
+        return CustomerImporter()
+    if db.session.get_bind().dialect.name == "postgresql":
+        # COPY and set-wise checks (core/interaction_import.py); same rejects as below.
+        from core.interaction_import import PostgresInteractionImporter
+
+        return PostgresInteractionImporter()
+    return InteractionImporter()
 
 
 class ImportJob:
@@ -562,13 +572,22 @@ class ImportJob:
         # Before any value is looked up in the database (a customer's external id), which
         # could not even encode it.
         for record in batch:
-            unstorable = unstorable_text_fields(record.values) if record.problem is None else {}
+            unstorable = _unstorable(record.values) if record.problem is None else {}
             if unstorable:
                 unreadable[record.line] = [FieldError(messages[0], ErrorCode.INVALID, column)
                                            for column, messages in unstorable.items()]
         outcome = self.importer.import_batch([r for r in batch if r.line not in unreadable])
         outcome.rejected |= unreadable
         return outcome
+
+
+def _unstorable(values: Mapping[str, Any]) -> dict[str, list[str]]:
+    """``unstorable_text_fields``, answered at once for the usual row: ASCII text only."""
+    for key, value in values.items():
+        if type(value) is not str or not value.isascii() or not key.isascii() \
+                or "\x00" in value or "\x00" in key:
+            return unstorable_text_fields(values)
+    return {}
 
 
 @contextmanager

@@ -29,6 +29,7 @@ from sqlalchemy import event, func, select, text, update
 from sqlalchemy.orm import ORMExecuteState, Session
 
 from core import context
+from core.changes import WROTE_EVENTS
 from core.app import rapport
 from core.config import ConfigError
 from core.db import db, utcnow
@@ -48,7 +49,9 @@ POLL_SECONDS = 2.0
 COALESCE_SECONDS = 0.02
 
 _TYPE_NAME = re.compile(r"^[a-z][a-z0-9_]*(\.[a-z][a-z0-9_]*){1,3}$")
-_WROTE_EVENTS = "rapport_outbox_written"
+#: Set by core.changes.record when it wrote events (its PostgreSQL statement is driver SQL,
+#: which the listener below does not see).
+_WROTE_EVENTS = WROTE_EVENTS
 _AFTER_COMMIT_JOBS = "rapport_after_commit_jobs"
 
 

@@ -6,6 +6,7 @@ entry points of installed distributions: one path for built-ins and partners ali
 
 from __future__ import annotations
 
+import importlib.util
 import logging
 import re
 from collections.abc import Iterable
@@ -64,6 +65,26 @@ def _load(ep: metadata.EntryPoint) -> tuple[Any | None, str | None, str | None]:
     return None, f"missing dependency {missing!r}", hint
 
 
+def _may_implement(ep: metadata.EntryPoint, hook: str) -> bool:
+    """False when the entry point's module surely does not implement ``hook``: its source
+    (found with ``find_spec``, not imported) never names it and imports nothing with ``*``.
+    True when in doubt (no source file, a module that cannot be found)."""
+    module = ep.value.partition(":")[0].split("[")[0].strip()
+    try:
+        spec = importlib.util.find_spec(module)
+    except (ImportError, ValueError):
+        return True
+    origin = spec.origin if spec is not None else None
+    if not origin or not origin.endswith(".py"):
+        return True
+    try:
+        with open(origin, encoding="utf-8") as source_file:
+            source = source_file.read()
+    except (OSError, UnicodeDecodeError):
+        return True
+    return hook in source or "import *" in source
+
+
 def _entry_points() -> list[metadata.EntryPoint]:
     seen: dict[str, metadata.EntryPoint] = {}
     for ep in metadata.entry_points(group=ENTRY_POINT_GROUP):
@@ -71,11 +92,14 @@ def _entry_points() -> list[metadata.EntryPoint]:
     return sorted(seen.values(), key=lambda e: e.name)
 
 
-def build_plugin_manager(settings: Settings, extra: Iterable[object] = ()
+def build_plugin_manager(settings: Settings, extra: Iterable[object] = (),
+                         only_implementing: str | None = None
                          ) -> tuple[pluggy.PluginManager, list[PluginInfo]]:
     """Make the app's plugin manager: core built-ins, enabled entry points, then ``extra``.
 
     ``extra`` are plugin objects registered directly (tests, embedding applications).
+    ``only_implementing``: a hook name; plugins whose entry module does not mention it are
+    not imported (``rapport --help`` asks for ``rapport_cli_commands`` only).
     """
     pm = pluggy.PluginManager(hookspecs.PROJECT)
     pm.add_hookspecs(hookspecs)
@@ -89,6 +113,11 @@ def build_plugin_manager(settings: Settings, extra: Iterable[object] = ()
         selected = ep.name in ALWAYS_ENABLED or wanted is None or ep.name in wanted
         if not selected:
             infos.append(PluginInfo(ep.name, version, False, "not listed in RAPPORT_PLUGINS"))
+            available.add(ep.name)
+            continue
+        if only_implementing is not None and not _may_implement(ep, only_implementing):
+            infos.append(PluginInfo(ep.name, version, False,
+                                    f"not imported: it does not implement {only_implementing}"))
             available.add(ep.name)
             continue
         plugin, reason, hint = _load(ep)
@@ -118,7 +147,8 @@ def build_plugin_manager(settings: Settings, extra: Iterable[object] = ()
         infos.append(PluginInfo(str(name), str(getattr(plugin, "__version__", "local")), True))
 
     pm.hook.rapport_add_hookspecs(plugin_manager=pm)
-    pm.check_pending()
+    if only_implementing is None:  # with plugins left out, another's hookspecs may be absent
+        pm.check_pending()
 
     if settings.trace_plugins:
         pm.trace.root.setwriter(lambda message: log.info(message.rstrip()))

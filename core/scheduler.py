@@ -53,6 +53,8 @@ DEFAULT_SCHEDULES: dict[str, dict[str, Any]] = {
     # webhook retry due later leaves behind.
     "outbox-relay": {"kind": "core.relay_outbox", "interval_seconds": 60},
     "webhooks-retry": {"kind": "webhooks.deliver", "interval_seconds": 60},
+    # Retention (core/housekeeping.py): relayed events and finished jobs past their time.
+    "housekeeping": {"kind": "core.purge", "cron": "20 3 * * *"},
 }
 
 

@@ -5,8 +5,14 @@ run by a worker, a job thread or the CLI (an app context without a request) at m
 ``RAPPORT_JOB_STATEMENT_TIMEOUT_MS`` (default: no limit). ``statement_timeout(ms)`` sets
 another limit for a block of code.
 
-PostgreSQL enforces it: ``SET LOCAL statement_timeout`` at the start of each transaction
-(it ends with the transaction, so a pooled connection carries nothing over). SQLite has no
+PostgreSQL enforces it: at the start of each transaction (explicit, or the implicit one of
+each statement on an autocommit connection, see ``core.connections``) the connection's
+``statement_timeout`` is set to the limit wanted there, unless it already holds it: the
+value set is remembered per DBAPI connection, so a web worker's connections, whose every
+transaction wants the same limit, pay the round trip once, not per request. It is set
+outside any transaction (a rolled-back transaction would undo it) and replaced, or reset to
+the server's default when no limit is wanted, before any transaction that wants another
+value: a pooled connection never lends its last user's limit to the next. SQLite has no
 such setting: a progress handler, called every few thousand virtual-machine steps,
 interrupts a statement that has run longer than the limit. Either way the statement fails
 with an error ``is_statement_timeout`` recognises, and the transaction rolls back.
@@ -78,17 +84,46 @@ def is_statement_timeout(error: BaseException | None) -> bool:
     return False
 
 
+#: The statement_timeout this process set on a PostgreSQL connection, in the DBAPI
+#: connection's ``info`` (which lives as long as that connection). Absent: the server's.
+_SESSION_TIMEOUT = "rapport_statement_timeout"
+
+
 @event.listens_for(Engine, "begin")
 def _limit_postgresql_transaction(conn: Connection) -> None:
     if conn.dialect.name != "postgresql":
         return
     milliseconds = current_timeout()
-    if milliseconds is None:
+    info = conn.connection.info
+    if info.get(_SESSION_TIMEOUT) == milliseconds:
         return
-    # The DBAPI cursor, not conn.execute: the transaction is being begun.
-    cursor = conn.connection.dbapi_connection.cursor()  # type: ignore[union-attr]
+    # The DBAPI connection, not conn.execute: the transaction is being begun.
+    dbapi = conn.connection.dbapi_connection
+    assert dbapi is not None
+    if dbapi.info.transaction_status != _IDLE:  # not seen: SA begins on an idle connection
+        info.pop(_SESSION_TIMEOUT, None)
+        _execute(dbapi, "SET LOCAL statement_timeout = "
+                        f"{'DEFAULT' if milliseconds is None else int(milliseconds)}")
+        return
+    autocommit = dbapi.autocommit
     try:
-        cursor.execute(f"SET LOCAL statement_timeout = {int(milliseconds)}")
+        if not autocommit:  # a SET inside the transaction would end with it
+            dbapi.autocommit = True
+        _execute(dbapi, "RESET statement_timeout" if milliseconds is None
+                 else f"SET statement_timeout = {int(milliseconds)}")
+    finally:
+        if not autocommit:
+            dbapi.autocommit = False
+    info[_SESSION_TIMEOUT] = milliseconds
+
+
+_IDLE = 0  # psycopg.pq.TransactionStatus.IDLE
+
+
+def _execute(dbapi: Any, statement: str) -> None:
+    cursor = dbapi.cursor()
+    try:
+        cursor.execute(statement)
     finally:
         cursor.close()
 

@@ -9,6 +9,7 @@ from typing import Any
 from marshmallow import Schema, ValidationError
 from sqlalchemy.orm import Session
 
+from core.connections import end_read_only
 from core.db import db
 from core.errors import ErrorCode, UserError, errors_from_marshmallow
 from core.ids import shown_id
@@ -29,6 +30,8 @@ def transaction() -> Iterator[Session]:
     """
     session = db.session
     depth = session.info.get(_DEPTH, 0)
+    if not depth:
+        end_read_only(session())  # a read-only request that writes after all (core.connections)
     session.info[_DEPTH] = depth + 1
     try:
         yield session

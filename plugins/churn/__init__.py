@@ -10,32 +10,40 @@ This module holds the hook implementations only. The work is done beside it: ``s
 
 from __future__ import annotations
 
-import datetime as dt
 import os
-import random
-from collections.abc import Sequence
-from typing import Any
-
-import click
-import pluggy
-from flask import Flask
+from typing import TYPE_CHECKING, Any
 
 from core import hookimpl
-from core.models import Customer, Interaction
+from core.lazy_cli import lazy_command
 
-from plugins.churn import demo, hookspecs, modeling, schema, service
-from plugins.churn.cli import churn_group
+if TYPE_CHECKING:
+    import datetime as dt
+    import random
+    from collections.abc import Sequence
+
+    import click
+    import pluggy
+    from flask import Flask
+
+    from core.models import Customer, Interaction
+
+# Kept light: `rapport --help` imports this module for its command. The modules that do
+# the work are imported inside the hooks (once the app is built they are loaded anyway).
 
 __version__ = "0.1.0"
 
 
 @hookimpl
 def rapport_add_hookspecs(plugin_manager: pluggy.PluginManager) -> None:
+    from plugins.churn import hookspecs
+
     plugin_manager.add_hookspecs(hookspecs)
 
 
 @hookimpl
 def rapport_init_app(app: Flask) -> None:
+    from plugins.churn import modeling
+
     app.extensions[modeling.EXTENSION] = modeling.read_settings(app)
 
 
@@ -53,58 +61,80 @@ def rapport_migration_dirs() -> list[str]:
 @hookimpl
 def rapport_interaction_recorded(interaction: Interaction) -> None:
     """A purchase after the churn date brings a churned customer back."""
+    from plugins.churn import service
+
     if interaction.kind == service.PURCHASE:
         service.reactivate_on_purchases([interaction.id])
 
 
 @hookimpl
 def rapport_interactions_recorded(interaction_ids: list[int]) -> None:
+    from plugins.churn import service
+
     service.reactivate_on_purchases(interaction_ids)
 
 
 @hookimpl
 def rapport_customers_merged(survivor: Customer, merged_ids: list[int]) -> None:
+    from plugins.churn import service
+
     service.merge_churn_data(survivor.id, merged_ids)
 
 
 @hookimpl
 def rapport_customer_erased(customer: Customer) -> dict[str, Any] | None:
+    from plugins.churn import service
+
     return service.erase_personal_data(customer.id)
 
 
 @hookimpl
 def rapport_customer_export(customer: Customer) -> dict[str, Any] | None:
+    from plugins.churn import service
+
     return service.export_section(customer.id)
 
 
 @hookimpl
 def rapport_graphql_customer_fields() -> dict[str, Any]:
+    from plugins.churn import schema
+
     return schema.customer_fields()
 
 
 @hookimpl
 def rapport_graphql_query_fields() -> dict[str, Any]:
+    from plugins.churn import schema
+
     return schema.query_fields()
 
 
 @hookimpl
 def rapport_graphql_mutations() -> dict[str, Any]:
+    from plugins.churn import schema
+
     return schema.MUTATIONS
 
 
 @hookimpl
 def rapport_graphql_types() -> list[Any]:
+    from plugins.churn import schema
+
     return schema.NODE_TYPES
 
 
 @hookimpl
 def rapport_cli_commands() -> list[click.Command]:
-    return [churn_group]
+    return [lazy_command("churn", "plugins.churn.cli:churn_group",
+                         "Churn: import churn records, check the churn rate, the monthly "
+                         "report.")]
 
 
 @hookimpl
 def rapport_demo_data(rng: random.Random, customers: Sequence[Customer], as_of: dt.datetime
                       ) -> None:
+    from plugins.churn import demo
+
     demo.seed_demo(rng, customers, as_of)
 
 

@@ -127,8 +127,10 @@ def feature_spec(as_of: dt.datetime) -> FeatureSpec:
     demographics: dict[str, tuple[str, ...]] = {}
     for name in DEMOGRAPHICS:
         column = getattr(Customer, name)
+        # Customers existing by then, their own start date included: a record created
+        # after the fit date for a customer whose history predates it keeps its values.
         values = db.session.scalars(
-            select(column).where(column.is_not(None), Customer.created_at <= as_of)
+            select(column).where(column.is_not(None), _existing_by(as_of))
             .group_by(column).order_by(func.count().desc(), column).limit(MAX_CATEGORIES)).all()
         demographics[name] = tuple(sorted({v for v in values if v.strip()}))
     attributes = tuple(
@@ -259,12 +261,41 @@ def _flag(condition: ColumnElement[bool]) -> ColumnElement[float]:
     return case((condition, 1.0), else_=0.0)
 
 
+@dataclass(frozen=True)
+class FactorColumn:
+    """Which explanation factor a feature column belongs to (``feature_layout``).
+
+    The columns of one quantity form one factor: an attribute's one-hot columns, a value
+    and its missing indicator. ``label`` names the factor for people; a one-hot column
+    stands for ``value``, and a customer none of whose one-hot columns is 1 has ``other``.
+    ``role``: ``value``, ``missing`` or ``onehot``.
+    """
+
+    group: str
+    label: str
+    role: str = "value"
+    value: str | None = None
+    other: str | None = None
+
+
+_DEMOGRAPHIC_LABELS = {"gender": "Gender", "education": "Education",
+                       "income_band": "Income band"}
+#: Demographic / attribute one-hot factors of a customer with none of the values.
+_UNKNOWN = "not known"
+_OTHER = "other or not set"
+
+
 def feature_select(customers: FromClause, spec: FeatureSpec,
-                   id_range: IdRange | None = None) -> Select[Any]:
+                   id_range: IdRange | None = None,
+                   layout: dict[str, FactorColumn] | None = None) -> Select[Any]:
     """``customer_id`` then every feature (floats, no NULLs), one row per customer.
 
     ``id_range`` (low, high]: the ids of ``customers`` lie within it (a keyset chunk).
+    ``layout``, when given, is filled with the factor of each column (``FactorColumn``);
+    columns left out of it are factors of their own, named by the column.
     """
+    if layout is None:
+        layout = {}
     as_of_value = literal(spec.as_of, UTCDateTime)
     ids = customers.c.customer_id
     activity = _activity(customers, spec, id_range)
@@ -306,9 +337,16 @@ def feature_select(customers: FromClause, spec: FeatureSpec,
                     .label("tenure_periods"),
                     _flag(Customer.tenure_periods.is_(None)).label("tenure_periods_missing"),
                     _flag(Customer.period == "year").label("period_year")]
+        layout["tenure_periods"] = FactorColumn("tenure_periods", "Renewal periods completed")
+        layout["tenure_periods_missing"] = FactorColumn(
+            "tenure_periods", "Renewal periods completed", "missing")
+        layout["period_year"] = FactorColumn("period", "Renewal period", "onehot", "year",
+                                             "month")
     age = _age_years(spec.as_of)
     columns += [func.coalesce(age, 0.0).label("age_years"),
                 _flag(Customer.birth_date.is_(None)).label("age_missing")]
+    layout["age_years"] = FactorColumn("age", "Age")
+    layout["age_missing"] = FactorColumn("age", "Age", "missing")
     taken = {c.name for c in columns}
 
     def unique(name: str) -> str:
@@ -322,18 +360,25 @@ def feature_select(customers: FromClause, spec: FeatureSpec,
 
     for name, values in spec.demographics.items():
         column = getattr(Customer, name)
-        columns += [_flag(column == value).label(unique(f"{name}_{column_part(value)}"))
-                    for value in values]
+        label = _DEMOGRAPHIC_LABELS.get(name, name)
+        for value in values:
+            columns.append(_flag(column == value).label(
+                unique(f"{name}_{column_part(value)}")))
+            layout[columns[-1].name] = FactorColumn(name, label, "onehot", value, _UNKNOWN)
     for key, kind, categories in spec.attributes:
         prefix = f"attr_{column_part(key)}"
+        group = f"attr:{key}"
         if kind == AttributeType.CATEGORY:
             text = _json_text(key)
-            columns += [_flag(text == c).label(unique(f"{prefix}_{column_part(c)}"))
-                        for c in categories]
+            for c in categories:
+                columns.append(_flag(text == c).label(unique(f"{prefix}_{column_part(c)}")))
+                layout[columns[-1].name] = FactorColumn(group, key, "onehot", c, _OTHER)
             continue
         value = _json_number(key) if kind == AttributeType.NUMBER else _json_flag(key)
         columns += [func.coalesce(value, 0.0).label(unique(prefix)),
                     _flag(value.is_(None)).label(unique(f"{prefix}_missing"))]
+        layout[columns[-2].name] = FactorColumn(group, key)
+        layout[columns[-1].name] = FactorColumn(group, key, "missing")
 
     stmt_from = customers.join(Customer, Customer.id == ids).outerjoin(
         activity, a.customer_id == ids)
@@ -347,6 +392,9 @@ def feature_select(customers: FromClause, spec: FeatureSpec,
             taken.add(column.name)
             columns += [func.coalesce(_as_number(column), 0.0).label(column.name),
                         _flag(column.is_(None)).label(f"{column.name}_missing")]
+            layout[column.name] = FactorColumn(column.name, column.name)
+            layout[f"{column.name}_missing"] = FactorColumn(column.name, column.name,
+                                                            "missing")
     stmt = select(*columns).select_from(stmt_from)
     if id_range is not None:
         stmt = stmt.where(Customer.id > id_range[0], Customer.id <= id_range[1])
@@ -584,6 +632,14 @@ def refresh_statistics(as_of: dt.datetime) -> list[str]:
                     for t in find_tables(stmt, include_aliases=True, include_joins=True,
                                          include_selects=True)
                     if isinstance(t, Table)})
+    return analyze_stale(names)
+
+
+def analyze_stale(names: Sequence[str]) -> list[str]:
+    """PostgreSQL: ANALYZE those of the tables ``names`` never analyzed or changed by more
+    than a fifth since, in an autocommit connection of its own; the tables analyzed."""
+    if _dialect() != "postgresql":
+        return []
     with db.engine.connect().execution_options(isolation_level="AUTOCOMMIT") as connection:
         stale = connection.execute(text(
             "SELECT c.relname FROM pg_class c "
@@ -608,6 +664,31 @@ def feature_names(spec: FeatureSpec) -> list[str]:
     """The columns ``feature_chunks`` yields, in order (the installed plugins included)."""
     empty = select(Customer.id.label("customer_id")).where(Customer.id < 0).subquery()
     return [c.name for c in feature_select(empty, spec).selected_columns][1:]
+
+
+def feature_layout(spec: FeatureSpec) -> dict[str, FactorColumn]:
+    """The factor of each feature column (``FactorColumn``), every column included (a
+    column of its own is named by itself); attributes named by their declared label (one
+    query)."""
+    empty = select(Customer.id.label("customer_id")).where(Customer.id < 0).subquery()
+    layout: dict[str, FactorColumn] = {}
+    names = [c.name for c in feature_select(empty, spec, layout=layout).selected_columns][1:]
+    keys = [key for key, _, _ in spec.attributes]
+    labels = dict(db.session.execute(select(
+        CustomerAttributeDefinition.key, CustomerAttributeDefinition.label).where(
+        CustomerAttributeDefinition.key.in_(keys))).all()) if keys else {}
+    out: dict[str, FactorColumn] = {}
+    for name in names:
+        found = layout.get(name)
+        if found is None:
+            out[name] = FactorColumn(name, name)
+        elif found.group.startswith("attr:"):
+            key = found.group[len("attr:"):]
+            out[name] = FactorColumn(found.group, labels.get(key) or key, found.role,
+                                     found.value, found.other)
+        else:
+            out[name] = found
+    return out
 
 
 def feature_chunks(spec: FeatureSpec, chunk_size: int = DEFAULT_CHUNK,

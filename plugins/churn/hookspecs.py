@@ -7,12 +7,13 @@ churn plugin is disabled. See docs/plugin_hooks.md, "Cross-plugin hooks".
 from __future__ import annotations
 
 import datetime as dt
-from typing import Any
-
-from sqlalchemy import Select
-from sqlalchemy.sql import FromClause
+from typing import TYPE_CHECKING, Any
 
 from core.hookspecs import hookspec
+
+if TYPE_CHECKING:  # `rapport --help` loads this module: no SQLAlchemy for annotations
+    from sqlalchemy import Select
+    from sqlalchemy.sql import FromClause
 
 
 @hookspec

@@ -51,7 +51,7 @@ from core.lazy import lazy_module
 from core.models import Agent, Customer, CustomerExternalId, CustomerStatus, Interaction
 from core.services import transaction
 
-from plugins.churn import btyd, features
+from plugins.churn import btyd, factors, features
 from plugins.churn.btyd import (
     BGNBDParams, ChurnModelError, FitNotConverged, GammaGammaParams, InsufficientData,
     InvalidModelData,
@@ -84,6 +84,7 @@ MONTH_DAYS = 365.25 / 12
 #: RAPPORT_CHURN_MODEL: non-contractual (BG/NBD), contractual (sBG), or chosen from the data.
 MODEL_BGNBD, MODEL_SBG, MODEL_AUTO = "bgnbd", "sbg", "auto"
 MODEL_CHOICES = (MODEL_BGNBD, MODEL_SBG, MODEL_AUTO)
+DEFAULT_MARGIN_ATTRIBUTE = "monthly_charge"
 
 #: ``progress(done, total)``: customers processed so far out of the total of the step.
 Progress = Callable[[int, int], None]
@@ -115,6 +116,9 @@ class ChurnSettings:
     discount_rate: float
     #: ``RAPPORT_CHURN_MODEL``: ``bgnbd``, ``sbg`` or ``auto`` (default).
     model: str = "auto"
+    #: ``RAPPORT_CHURN_MARGIN_ATTRIBUTE``: the declared number attribute holding a
+    #: subscriber's margin per renewal period (sBG CLV); default ``monthly_charge``.
+    margin_attribute: str = DEFAULT_MARGIN_ATTRIBUTE
 
     @property
     def monthly_discount_rate(self) -> float:
@@ -140,7 +144,12 @@ def read_settings(app: Flask) -> ChurnSettings:
     if model not in MODEL_CHOICES:
         raise ConfigError(f"RAPPORT_CHURN_MODEL={model!r}: give one of "
                           f"{', '.join(MODEL_CHOICES)}")
-    return ChurnSettings(int(raw_months), rate, model)
+    margin = str(extra.get("RAPPORT_CHURN_MARGIN_ATTRIBUTE",
+                           DEFAULT_MARGIN_ATTRIBUTE)).strip()
+    if not margin or len(margin) > 64:
+        raise ConfigError(f"RAPPORT_CHURN_MARGIN_ATTRIBUTE={margin!r}: give the key of a "
+                          f"declared number attribute (at most 64 characters)")
+    return ChurnSettings(int(raw_months), rate, model, margin)
 
 
 def churn_settings() -> ChurnSettings:
@@ -337,6 +346,21 @@ def _fit_sbg(as_of: dt.datetime, notes: list[str]) -> dict[str, Any]:
     return fits
 
 
+def _margin_note(spec: features.FeatureSpec) -> str:
+    """What the subscribers' CLV is made of, or why they have none."""
+    settings = churn_settings()
+    key = settings.margin_attribute
+    if margin_column(spec, key) is None:
+        return (f"no subscriber CLV: no number attribute {key!r} is declared "
+                f"(RAPPORT_CHURN_MARGIN_ATTRIBUTE names the attribute holding the margin "
+                f"per renewal period)")
+    if settings.discount_rate <= 0:
+        return ("no subscriber CLV: RAPPORT_CHURN_DISCOUNT_RATE is 0, and the undiscounted "
+                "remaining lifetime of an sBG subscriber can be infinite")
+    return (f"subscriber CLV = discounted expected residual lifetime (DERL) x the attribute "
+            f"{key!r} as margin per renewal period; null for a subscriber without it")
+
+
 def _start_dates(customer_ids: np.ndarray) -> np.ndarray:
     """When each customer started to exist (creation, or an earlier interaction), as epoch
     seconds: the time-aware validation trains on older customers, tests on newer ones."""
@@ -398,6 +422,8 @@ def fit_models(as_of: dt.datetime | None = None, time_unit: str = "day",
     sbg_fits: dict[str, Any] = {}
     if chosen == MODEL_SBG:
         sbg_fits = _fit_sbg(calibration, notes)
+        if any(isinstance(f, dict) for f in sbg_fits.values()):
+            notes.append(_margin_note(features.feature_spec(calibration)))
     if len(summaries.customer_ids):
         # Purchases exist: BG/NBD and Gamma-Gamma describe them, whatever the model kind.
         try:
@@ -441,7 +467,17 @@ def fit_models(as_of: dt.datetime | None = None, time_unit: str = "day",
                              population, share, progress)
         training.update(customers=data.population, labelled=len(data.y),
                         churned=int(data.y.sum()))
-        result = classifiers.train_classifier(data.X, data.names, data.y, kind=classifier,
+        X, names = data.X, data.names
+        if len(X) >= classifiers.MIN_LABELS:
+            # Columns without information (no data, or a quantity counted twice) are
+            # left out of the model and so of its explanations (factors.py).
+            choice = factors.select_columns(X, names, features.feature_layout(spec))
+            if not choice.kept:
+                raise InsufficientData("no feature varies among the training customers")
+            notes += choice.notes()
+            X, names = X[:, choice.kept], tuple(names[j] for j in choice.kept)
+            with_dropout = classifiers.DROPOUT_FEATURE in names
+        result = classifiers.train_classifier(X, names, data.y, kind=classifier,
                                               label_dates=data.dates, trained_at=utcnow())
         trained = result.classifier
         metrics["classifier"] = {
@@ -509,10 +545,36 @@ class LoadedModel:
     classifier: ChurnClassifier | None
     #: (alpha, beta) of the sBG fit per renewal period length, when the model has one.
     sbg: dict[str, tuple[float, float]] = field(default_factory=dict)
+    _layout: dict[str, features.FactorColumn] | None = field(default=None, repr=False)
+    _grouping: factors.FactorGrouping | None = field(default=None, repr=False)
 
     @property
     def time_unit(self) -> TimeUnit:
         return self.version.time_unit
+
+    def layout(self) -> dict[str, features.FactorColumn]:
+        """The factor of each column of the feature table (one query, then kept)."""
+        if self._layout is None:
+            self._layout = features.feature_layout(self.spec)
+        return self._layout
+
+    def table_names(self) -> list[str]:
+        return list(self.layout())
+
+    def grouping(self) -> factors.FactorGrouping:
+        if self._grouping is None:
+            assert self.classifier is not None
+            self._grouping = factors.FactorGrouping.build(
+                self.layout(), self.table_names(), self.classifier.feature_names)
+        return self._grouping
+
+    def classifier_columns(self) -> list[int]:
+        """Positions in the feature table of the classifier's columns (the BG/NBD dropout
+        probability, appended after them, excepted)."""
+        assert self.classifier is not None
+        position = {name: i for i, name in enumerate(self.table_names())}
+        return [position[n] for n in self.classifier.feature_names
+                if n != classifiers.DROPOUT_FEATURE]
 
 
 def active_version() -> ChurnModelVersion | None:
@@ -614,29 +676,52 @@ def score_chunk(model: LoadedModel, table: np.ndarray, summary: np.ndarray,
                 model.bgnbd, model.gamma_gamma, xb, txb, ab, mb,
                 periods=settings.clv_horizon_months, period_length=MONTH_DAYS / unit_days,
                 discount_rate=settings.monthly_discount_rate)
-    factors: list[list[dict[str, Any]]]
     if model.classifier is not None:
-        names = features.feature_names(spec)
-        X = table[:, 1:]
+        columns = model.classifier_columns()
+        X = table[:, 1:][:, columns]
         if tuple(model.classifier.feature_names)[-1:] == (classifiers.DROPOUT_FEATURE,):
-            X, _ = classifiers.with_dropout_feature(X, names, alive)
+            X, _ = classifiers.with_dropout_feature(
+                X, model.classifier.feature_names[:-1], alive)
         supervised = model.classifier.predict_risk(X)
         explained = model.classifier.explain(X)
-        factor_index, factor_value = explained.top_indices(TOP_FACTORS)
+        grouping = model.grouping()
+        factor_index, factor_value = grouping.top(explained.contributions, table[:, 1:],
+                                                  TOP_FACTORS)
         factor_value = np.round(factor_value, 6)
-        factor_names = tuple(explained.feature_names)
+        factor_names = grouping.names
         risk, _ = classifiers.churn_risk(_base_alive(model, table, bought, alive), supervised)
     else:
         risk, _ = classifiers.churn_risk(_base_alive(model, table, bought, alive))
         factor_index = np.empty((len(ids), 0), dtype=np.intp)
         factor_value = np.empty((len(ids), 0))
         factor_names = ()
+    valued = _subscriber_clv(model, table, bought, alive, clv, settings)
     risk = np.clip(risk, 0.0, 1.0)
-    # Without a Gamma-Gamma model nobody has a CLV: rank by risk alone rather than tie
-    # everyone at 0. With one, a customer without a purchase has no value to save (0).
-    priority = risk * np.nan_to_num(clv) if model.gamma_gamma is not None else risk.copy()
+    # Without a Gamma-Gamma model nor a subscriber margin nobody has a CLV: rank by risk
+    # alone rather than tie everyone at 0. With one, a customer without a CLV has no
+    # value to save (0).
+    priority = (risk * np.nan_to_num(clv) if model.gamma_gamma is not None or valued
+                else risk.copy())
     return ScoredChunk(ids, risk, alive, x, tx, age, aov, clv, priority, factor_index,
                        factor_value, factor_names)
+
+
+def _subscribers(model: LoadedModel, table: np.ndarray, bought: np.ndarray,
+                 alive: np.ndarray) -> Iterator[tuple[str, float, float, np.ndarray,
+                                                      np.ndarray]]:
+    """Per fitted sBG period: (period, alpha, beta, the rows of its subscribers, their
+    completed periods). A subscriber is a customer with ``tenure_periods`` and no BG/NBD
+    P(alive) (a buyer of a BG/NBD model is described by that model)."""
+    if not (model.sbg and model.spec.contract):
+        return
+    names = model.table_names()
+    tenure = table[:, 1 + names.index("tenure_periods")]
+    known = table[:, 1 + names.index("tenure_periods_missing")] == 0
+    yearly = table[:, 1 + names.index("period_year")] == 1
+    described = bought & ~np.isnan(alive)
+    for period, (a, b) in model.sbg.items():
+        rows = known & (yearly if period == "year" else ~yearly) & ~described
+        yield period, a, b, rows, tenure
 
 
 def _base_alive(model: LoadedModel, table: np.ndarray, bought: np.ndarray,
@@ -644,15 +729,51 @@ def _base_alive(model: LoadedModel, table: np.ndarray, bought: np.ndarray,
     """P(alive) where BG/NBD gives one; for subscribers of an sBG model the probability
     of renewing at the end of the current period, (beta + n) / (alpha + beta + n); else 1."""
     base = np.where(bought & ~np.isnan(alive), alive, 1.0)
-    if model.sbg and model.spec.contract:
-        names = features.feature_names(model.spec)
-        tenure = table[:, 1 + names.index("tenure_periods")]
-        known = table[:, 1 + names.index("tenure_periods_missing")] == 0
-        yearly = table[:, 1 + names.index("period_year")] == 1
-        for period, (a, b) in model.sbg.items():
-            rows = known & (yearly if period == "year" else ~yearly) & ~(bought & ~np.isnan(alive))
-            base[rows] = (b + tenure[rows]) / (a + b + tenure[rows])
+    for _, a, b, rows, tenure in _subscribers(model, table, bought, alive):
+        base[rows] = (b + tenure[rows]) / (a + b + tenure[rows])
     return base
+
+
+def margin_column(spec: features.FeatureSpec, attribute: str,
+                  layout: dict[str, features.FactorColumn] | None = None) -> str | None:
+    """The feature column holding the margin per renewal period: the declared number
+    attribute named by RAPPORT_CHURN_MARGIN_ATTRIBUTE, or None."""
+    if not any(key == attribute and kind == "number" for key, kind, _ in spec.attributes):
+        return None
+    if layout is None:
+        empty = select(Customer.id.label("customer_id")).where(Customer.id < 0).subquery()
+        layout = {}
+        features.feature_select(empty, spec, layout=layout)
+    return next((name for name, c in layout.items()
+                 if c.group == f"attr:{attribute}" and c.role == "value"), None)
+
+
+def period_discount_rate(settings: ChurnSettings, period: str) -> float:
+    """RAPPORT_CHURN_DISCOUNT_RATE (yearly) as the rate of one renewal period."""
+    return settings.discount_rate if period == "year" else settings.monthly_discount_rate
+
+
+def _subscriber_clv(model: LoadedModel, table: np.ndarray, bought: np.ndarray,
+                    alive: np.ndarray, clv: np.ndarray, settings: ChurnSettings) -> bool:
+    """Fill ``clv`` of the sBG subscribers that have a margin: DERL (their completed
+    periods, the period's discount rate) x margin per period. Whether subscribers can have
+    a CLV at all (an sBG fit, a margin attribute, a discount rate above 0)."""
+    if not model.sbg or settings.discount_rate <= 0:
+        return False
+    column = margin_column(model.spec, settings.margin_attribute, model.layout())
+    if column is None:
+        return False
+    from plugins.churn import sbg
+
+    names = model.table_names()
+    margin = table[:, 1 + names.index(column)]
+    has_margin = table[:, 1 + names.index(f"{column}_missing")] == 0
+    for period, a, b, rows, tenure in _subscribers(model, table, bought, alive):
+        rows = rows & has_margin
+        if rows.any():
+            clv[rows] = sbg.subscriber_lifetime_value(
+                (a, b), tenure[rows], margin[rows], period_discount_rate(settings, period))
+    return True
 
 
 def _nullable(value: float) -> float | None:
@@ -777,9 +898,11 @@ class RangeTotals:
 
 
 def load_model(version: ChurnModelVersion) -> LoadedModel:
+    """The version ready to score: its factor layout is read here (one query), before a
+    scoring run hands its connection to the writer thread between chunks."""
     params = version.params
     gg = params.get("gamma_gamma")
-    return LoadedModel(
+    model = LoadedModel(
         version=version,
         bgnbd=BGNBDParams.from_dict(params["bgnbd"]) if params.get("bgnbd") else None,
         sbg={period: (fit["alpha"], fit["beta"]) for period, fit in
@@ -788,14 +911,19 @@ def load_model(version: ChurnModelVersion) -> LoadedModel:
         spec=features.FeatureSpec.from_json(params["feature_spec"]),
         classifier=classifiers.ChurnClassifier.from_bytes(version.artifact, key=_key())
         if version.artifact else None)
+    model.layout()
+    if model.classifier is not None:
+        model.grouping()
+    return model
 
 
 def _check_features(model: LoadedModel, now: dt.datetime) -> None:
+    """Every column the classifier was trained on is still computed (a column it left out
+    may come or go: a plugin installed or removed that it did not use)."""
     if model.classifier is not None:
-        dropout = (("btyd_dropout_probability",)
-                   if model.version.params.get("dropout_feature", True) else ())
-        expected = (*features.feature_names(model.spec.at(now)), *dropout)
-        if tuple(model.classifier.feature_names) != expected:
+        available = set(features.feature_names(model.spec.at(now)))
+        if any(n not in available and n != classifiers.DROPOUT_FEATURE
+               for n in model.classifier.feature_names):
             raise FeaturesChanged(
                 "the installed plugins give other churn features than the model was "
                 "trained on: run `rapport churn fit` again")
@@ -865,6 +993,13 @@ def plan_scoring(parts: int = 1, job_id: int | None = None,
                     f"is still open: wait for it to finish, or cancel its job")
             ids = features.fetch_matrix(select(Customer.id).where(
                 features._existing_by(now)).order_by(Customer.id))[:, 0]
+            if not len(ids) and as_of is not None and db.session.scalar(
+                    select(ChurnScore.customer_id).limit(1)) is not None:
+                # Publishing an empty run would remove every current score (a mistyped
+                # year, say): refuse, and keep them.
+                raise InsufficientData(
+                    f"no customer existed at {now:%Y-%m-%d %H:%M} UTC: nothing to score, and "
+                    f"the current scores are kept", "asOf")
             split = split_ids(ids, parts, chunk_size)
             run = ChurnScoreRun(model_version_id=model.version.id,
                                 status=ScoringRunStatus.OPEN, scored_at=now,
@@ -1016,8 +1151,10 @@ def publish_run(run_id: int, chunk_totals: list[RangeTotals]) -> ScoreSummary:
                   .join(Customer, Customer.id == staged.c.customer_id)
                   .where(staged.c.run_id == run_id, Customer.status != CustomerStatus.ERASED)
                   .order_by(staged.c.customer_id))
-        published = db.session.execute(ChurnScore.__table__.insert().from_select(
-            list(_COPIED), source)).rowcount  # type: ignore[attr-defined]
+        db.session.execute(ChurnScore.__table__.insert().from_select(list(_COPIED), source))
+        # Counted, not taken from the cursor: psycopg may report -1 for INSERT ... SELECT.
+        published = db.session.scalar(select(func.count()).select_from(ChurnScore).where(
+            ChurnScore.model_version_id == version_id)) or 0
         # Other runs' rows are leftovers of failed runs (one run is open at a time).
         db.session.execute(delete(staged))
         run.status, run.finished_at, run.customers = (ScoringRunStatus.PUBLISHED, utcnow(),

@@ -313,7 +313,10 @@ MAX_PREDICTION_DAYS = 3650
 
 @domain("churn")
 class ChurnFactor(graphene.ObjectType):
-    feature = graphene.String(required=True, description="A feature name (docs/churn.md).")
+    feature = graphene.String(required=True, description=(
+        "The factor: an attribute's label with the customer's value for a category "
+        "(\"Contract: Month-to-month\"), an attribute's label, or a feature name "
+        "(docs/churn-models.md, \"Which features the classifier learns from\")."))
     contribution = graphene.Float(required=True, description=(
         "Signed, in log-odds of churn: above 0 the feature raises this customer's risk."))
 
@@ -332,7 +335,10 @@ class CustomerChurn(graphene.ObjectType):
             "time); null for a customer without a purchase."))
     clv = graphene.Float(description=(
         "Discounted expected spend over RAPPORT_CHURN_CLV_HORIZON_MONTHS, in the base "
-        "currency; null without a purchase or without a Gamma-Gamma model."))
+        "currency; null without a purchase or without a Gamma-Gamma model. For an sBG "
+        "subscriber: discounted expected residual lifetime x the margin per period of the "
+        "attribute RAPPORT_CHURN_MARGIN_ATTRIBUTE; null without it (churnModel.notes says "
+        "why)."))
     expected_order_value = graphene.Float(description="Gamma-Gamma expected order value.")
     priority = graphene.Float(required=True, description=(
         "risk x clv; 0 for a customer without a purchase; the risk itself when the model "

@@ -16,7 +16,10 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from marshmallow import ValidationError
-from sqlalchemy import ColumnElement, and_, case, delete, func, not_, or_, select, update
+from sqlalchemy import (
+    ARRAY, BigInteger, ColumnElement, and_, any_, case, delete, func, insert, literal, not_, or_,
+    select, update,
+)
 from sqlalchemy.exc import IntegrityError
 
 from core import changes as audit
@@ -243,12 +246,18 @@ def mark_customers_churned(raws: Sequence[Mapping[str, Any]], *, partial: bool =
         if result.rejected and not partial:
             raise BatchRejected(result)
         if fresh:
-            records = [ChurnRecord(customer_id=d["customer_id"], type=ChurnType(d["type"]),
-                                   reason=ChurnReason(d["reason"]), churned_at=d["churned_at"],
-                                   note=d.get("note"), recorded_by_id=actor_id, recorded_at=now)
-                       for _, d in fresh]
-            db.session.add_all(records)
-            db.session.flush()
+            # One INSERT for the batch (an ORM flush wrote one statement per row on
+            # SQLite), then the new records read back: each customer of ``fresh`` had no
+            # open record (checked above, its row locked), so its open record is the new one.
+            db.session.execute(insert(ChurnRecord), [
+                {"customer_id": d["customer_id"], "type": ChurnType(d["type"]),
+                 "reason": ChurnReason(d["reason"]), "churned_at": d["churned_at"],
+                 "note": d.get("note"), "recorded_by_id": actor_id, "recorded_at": now}
+                for _, d in fresh])
+            opened = {r.customer_id: r for r in db.session.scalars(select(ChurnRecord).where(
+                ChurnRecord.customer_id.in_([d["customer_id"] for _, d in fresh]),
+                ChurnRecord.reactivated_at.is_(None)))}
+            records = [opened[d["customer_id"]] for _, d in fresh]
             result.recorded_ids = {index: r.id for (index, _), r in zip(fresh, records)}
             result.existing_ids.update({index: result.recorded_ids[first]
                                         for index, first in twins.items()})
@@ -257,7 +266,7 @@ def mark_customers_churned(raws: Sequence[Mapping[str, Any]], *, partial: bool =
             _record_marks(records, imported)
             # A back-dated mark: a purchase already recorded after the churn date closes
             # the record at once, as that purchase would have if recorded after the mark.
-            _reactivate_after_purchases(ChurnRecord.id.in_([r.id for r in records]))
+            _reactivate_records_after_purchases([r.id for r in records])
             if check_jumps:
                 report.check_churn_jumps({d["churned_at"] for _, d in fresh}, now=now)
     return result
@@ -364,7 +373,37 @@ def reactivate_on_purchases(interaction_ids: Collection[int]) -> list[int]:
     (the earliest such purchase of the batch dates it). One grouped query for the batch."""
     if not interaction_ids:
         return []
-    return _reactivate_after_purchases(Interaction.id.in_(set(interaction_ids)))
+    ids = sorted(set(interaction_ids))
+    if db.session.get_bind().dialect.name == "postgresql":
+        # One array parameter: an import batch's thousands of ids as separate parameters
+        # cost more to build and send than the query costs to run.
+        return _reactivate_after_purchases(
+            Interaction.id == any_(literal(ids, ARRAY(BigInteger))))
+    return _reactivate_after_purchases(Interaction.id.in_(ids))
+
+
+def _reactivate_records_after_purchases(record_ids: Collection[int]) -> list[int]:
+    """Close these open records that have a purchase after their churn date, at the first
+    such purchase: one statement for the batch.
+
+    The first purchase is a correlated subquery per record, read from the (customer_id,
+    occurred_at) index of interactions whatever the table's statistics: a join of the
+    records with interactions planned right after a bulk load of interactions, before
+    anything analysed them, scanned the whole table (8 s per batch of 500 marks with
+    228,000 interactions; issue 14)."""
+    if not record_ids:
+        return []
+    first = (select(func.min(Interaction.occurred_at))
+             .where(Interaction.customer_id == ChurnRecord.customer_id,
+                    Interaction.kind == PURCHASE,
+                    Interaction.occurred_at > ChurnRecord.churned_at)
+             .correlate(ChurnRecord).scalar_subquery())
+    rows = db.session.execute(
+        select(ChurnRecord.customer_id, first.label("back"))
+        .where(ChurnRecord.id.in_(list(record_ids)), ChurnRecord.reactivated_at.is_(None))
+    ).all()
+    return reactivate_in_transaction({cid: when for cid, when in rows if when is not None},
+                                     REASON_PURCHASE)
 
 
 def _reactivate_after_purchases(condition: ColumnElement[bool]) -> list[int]:

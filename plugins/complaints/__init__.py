@@ -9,33 +9,40 @@ the CLI call), ``stats``, ``detection``, ``features`` (for churn), ``schema`` (G
 
 from __future__ import annotations
 
-import datetime as dt
 import os
-import random
-from collections.abc import Sequence
-from typing import Any
-
-import click
-import pluggy
-from flask import Flask
+from typing import TYPE_CHECKING, Any
 
 from core import hookimpl
-from core.models import Customer
+from core.lazy_cli import lazy_command
 
-from plugins.complaints import demo, features, hookspecs, schema, service
-from plugins.complaints.cli import complaints_group
-from plugins.complaints.config import DEFAULT_CHANNELS, DEFAULT_TYPES, EXTENSION, read_settings
+if TYPE_CHECKING:
+    import datetime as dt
+    import random
+    from collections.abc import Sequence
+
+    import click
+    import pluggy
+    from flask import Flask
+
+    from core.models import Customer
+
+# Kept light: `rapport --help` imports this module for its command. The modules that do
+# the work are imported inside the hooks (once the app is built they are loaded anyway).
 
 __version__ = "0.1.0"
 
 
 @hookimpl
 def rapport_add_hookspecs(plugin_manager: pluggy.PluginManager) -> None:
+    from plugins.complaints import hookspecs
+
     plugin_manager.add_hookspecs(hookspecs)
 
 
 @hookimpl
 def rapport_init_app(app: Flask) -> None:
+    from plugins.complaints.config import EXTENSION, read_settings
+
     app.extensions[EXTENSION] = read_settings(app)
 
 
@@ -57,64 +64,88 @@ def rapport_migration_dirs() -> list[str]:
 
 @hookimpl(optionalhook=True)
 def rapport_complaint_types() -> list[tuple[str, str]]:
+    from plugins.complaints.config import DEFAULT_TYPES
+
     return DEFAULT_TYPES
 
 
 @hookimpl(optionalhook=True)
 def rapport_complaint_channels() -> list[tuple[str, str]]:
+    from plugins.complaints.config import DEFAULT_CHANNELS
+
     return DEFAULT_CHANNELS
 
 
 @hookimpl
 def rapport_customers_merged(survivor: Customer, merged_ids: list[int]) -> None:
+    from plugins.complaints import service
+
     service.merge_complaints(survivor.id, merged_ids)
 
 
 @hookimpl
 def rapport_customer_erased(customer: Customer) -> dict[str, Any] | None:
+    from plugins.complaints import service
+
     return service.erase_personal_data(customer.id)
 
 
 @hookimpl
 def rapport_customer_export(customer: Customer) -> dict[str, Any] | None:
+    from plugins.complaints import service
+
     return service.export_section(customer.id)
 
 
 @hookimpl
 def rapport_graphql_customer_fields() -> dict[str, Any]:
+    from plugins.complaints import schema
+
     return schema.customer_fields()
 
 
 @hookimpl
 def rapport_graphql_query_fields() -> dict[str, Any]:
+    from plugins.complaints import schema
+
     return schema.query_fields()
 
 
 @hookimpl
 def rapport_graphql_mutations() -> dict[str, Any]:
+    from plugins.complaints import schema
+
     return schema.MUTATIONS
 
 
 @hookimpl
 def rapport_graphql_types() -> list[Any]:
+    from plugins.complaints import schema
+
     return schema.NODE_TYPES
 
 
 @hookimpl
 def rapport_cli_commands() -> list[click.Command]:
-    return [complaints_group]
+    return [lazy_command("complaints", "plugins.complaints.cli:complaints_group",
+                         "Complaints: SLA escalation, spike detection, statistics, SLA "
+                         "targets.")]
 
 
 @hookimpl(optionalhook=True)
 def rapport_churn_features(customers: Any, as_of: dt.datetime) -> Any:
     """Complaints in the last 90 / 365 days, open complaints, last post-resolution
     satisfaction, breached SLAs (the churn plugin's hook, used when it is installed)."""
+    from plugins.complaints import features
+
     return features.churn_features(customers, as_of)
 
 
 @hookimpl
 def rapport_demo_data(rng: random.Random, customers: Sequence[Customer], as_of: dt.datetime
                       ) -> None:
+    from plugins.complaints import demo
+
     demo.seed_demo(rng, customers, as_of)
 
 

@@ -8,28 +8,32 @@ This module holds the hook implementations only. The work is done beside it: ``l
 
 from __future__ import annotations
 
-import datetime as dt
 import os
-import random
 from collections.abc import Sequence
-from typing import Any
-
-import click
-from flask import Flask
+from typing import TYPE_CHECKING, Any
 
 from core import hookimpl
-from core.db import utcnow
-from core.models import Customer, Interaction
+from core.lazy_cli import lazy_command
 
-from plugins.loyalty import demo, earning, features, schema, service
-from plugins.loyalty.cli import loyalty_group
-from plugins.loyalty.config import EXTENSION, loyalty_settings, read_settings
+if TYPE_CHECKING:
+    import datetime as dt
+    import random
+
+    import click
+    from flask import Flask
+
+    from core.models import Customer, Interaction
+
+# Kept light: `rapport --help` imports this module for its command. The modules that do
+# the work are imported inside the hooks (once the app is built they are loaded anyway).
 
 __version__ = "0.1.0"
 
 
 @hookimpl
 def rapport_init_app(app: Flask) -> None:
+    from plugins.loyalty.config import EXTENSION, read_settings
+
     app.extensions[EXTENSION] = read_settings(app)
 
 
@@ -46,17 +50,24 @@ def rapport_migration_dirs() -> list[str]:
 
 @hookimpl
 def rapport_cli_commands() -> list[click.Command]:
-    return [loyalty_group]
+    return [lazy_command("loyalty", "plugins.loyalty.cli:loyalty_group",
+                         "The loyalty programme: expiry and tier jobs, the report.")]
 
 
 @hookimpl
 def rapport_demo_data(rng: random.Random, customers: Sequence[Customer], as_of: dt.datetime
                       ) -> None:
+    from plugins.loyalty import demo
+
     demo.seed_demo(rng, customers, as_of)
 
 
 @hookimpl
 def rapport_interaction_recorded(interaction: Interaction) -> None:
+    from core.db import utcnow
+    from plugins.loyalty import earning
+    from plugins.loyalty.config import loyalty_settings
+
     refund = interaction.kind == "refund"
     earning.earn_and_reverse([interaction.id], utcnow(), loyalty_settings(), earn=not refund,
                              reverse=refund)
@@ -64,41 +75,59 @@ def rapport_interaction_recorded(interaction: Interaction) -> None:
 
 @hookimpl
 def rapport_interactions_recorded(interaction_ids: list[int]) -> None:
+    from core.db import utcnow
+    from plugins.loyalty import earning
+    from plugins.loyalty.config import loyalty_settings
+
     earning.earn_and_reverse(interaction_ids, utcnow(), loyalty_settings())
 
 
 @hookimpl
 def rapport_customers_merged(survivor: Customer, merged_ids: list[int]) -> None:
+    from plugins.loyalty import service
+
     service.merge_accounts(survivor.id, merged_ids)
 
 
 @hookimpl
 def rapport_customer_erased(customer: Customer) -> dict[str, Any] | None:
+    from plugins.loyalty import service
+
     return service.erase_personal_data(customer.id)
 
 
 @hookimpl
 def rapport_customer_export(customer: Customer) -> dict[str, Any] | None:
+    from plugins.loyalty import service
+
     return service.export_section(customer.id)
 
 
 @hookimpl
 def rapport_graphql_customer_fields() -> dict[str, Any]:
+    from plugins.loyalty import schema
+
     return schema.customer_fields()
 
 
 @hookimpl
 def rapport_graphql_query_fields() -> dict[str, Any]:
+    from plugins.loyalty import schema
+
     return schema.query_fields()
 
 
 @hookimpl
 def rapport_graphql_mutations() -> dict[str, Any]:
+    from plugins.loyalty import schema
+
     return schema.MUTATIONS
 
 
 @hookimpl
 def rapport_graphql_types() -> list[Any]:
+    from plugins.loyalty import schema
+
     return schema.NODE_TYPES
 
 
@@ -106,6 +135,8 @@ def rapport_graphql_types() -> list[Any]:
 def rapport_churn_features(customers: Any, as_of: dt.datetime) -> Any:
     """Balance, tier rank, days since last earn / redemption, points expiring in 30 days
     (the churn plugin's hook, used when it is installed)."""
+    from plugins.loyalty import features
+
     return features.churn_features(customers, as_of)
 
 

@@ -13,22 +13,34 @@ from core.ids import global_id
 from plugins.loyalty.models import LedgerEntry
 
 
+#: In a debit's one statement (``ledger.debit`` on PostgreSQL), its entry's global id.
+DEBIT_ENTRY = changes.Returned("LoyaltyLedgerEntry", "entry_id")
+
+
+def entry_change(entry: LedgerEntry, ledger_entry: str | changes.Returned
+                 ) -> tuple[list[str | changes.Returned], list[changes.Event]]:
+    """The objects and the points event of one entry (``ledger_entry``: its global id, or
+    ``DEBIT_ENTRY`` before it is known)."""
+    customer = global_id("Customer", entry.customer_id)
+    event_type = "loyalty.points.redeemed" if entry.points < 0 else "loyalty.points.earned"
+    return [customer, ledger_entry], [changes.Event(event_type, customer, {
+        "customerId": customer, "ledgerEntryId": ledger_entry, "points": entry.points,
+        "kind": entry.kind.value,
+        "rewardId": None if entry.reward_id is None else global_id("LoyaltyReward",
+                                                                   entry.reward_id)})]
+
+
 def entry_recorded(entry: LedgerEntry, operation: str | None = None) -> None:
     """A redemption or an adjustment: one entry, and a points event for its member."""
-    customer = global_id("Customer", entry.customer_id)
-    ledger_entry = global_id("LoyaltyLedgerEntry", entry.id)
-    event_type = "loyalty.points.redeemed" if entry.points < 0 else "loyalty.points.earned"
-    changes.record(operation, [customer, ledger_entry], None, [changes.Event(
-        event_type, customer, {
-            "customerId": customer, "ledgerEntryId": ledger_entry, "points": entry.points,
-            "kind": entry.kind.value,
-            "rewardId": None if entry.reward_id is None else global_id("LoyaltyReward",
-                                                                       entry.reward_id)})])
+    objects, events = entry_change(entry, global_id("LoyaltyLedgerEntry", entry.id))
+    changes.record(operation, objects, None, events)  # type: ignore[arg-type]
 
 
-def points_earned(credits: Mapping[int, int]) -> None:
+def points_earned(credits: Mapping[int, int],
+                  moves: Sequence[Mapping[str, object]] = ()) -> None:
     """Points earned by recorded interactions: one entry and one event per batch (a single
-    interaction's event names its member)."""
+    interaction's event names its member). ``moves``: members the earning moved up a tier,
+    in the same entry with their tier events (a single purchase's one ``record``)."""
     if not credits:
         return
     members = sorted(credits)
@@ -36,17 +48,15 @@ def points_earned(credits: Mapping[int, int]) -> None:
     data: dict[str, object] = {"points": sum(credits.values()), "members": len(members)}
     if len(members) == 1:
         data["customerId"] = first
-    changes.record(None, [], {"pointsEarned": [None, data["points"]],
-                              "members": [None, len(members)]},
-                   [changes.Event("loyalty.points.earned", first, data)])
+    change: dict[str, list[object]] = {"pointsEarned": [None, data["points"]],
+                                       "members": [None, len(members)]}
+    if moves:
+        change["tierChanges"] = [None, len(moves)]
+    changes.record(None, [], change, [changes.Event("loyalty.points.earned", first, data),
+                                      *_tier_events(moves)])
 
 
-def tiers_changed(moves: Sequence[Mapping[str, object]]) -> None:
-    """Members moved between tiers: one entry for the batch, one event per member (a
-    subscriber acts on each member's new tier)."""
-    if not moves:
-        return
-
+def _tier_events(moves: Sequence[Mapping[str, object]]) -> list[changes.Event]:
     def tier(value: object) -> str | None:
         return None if value is None else global_id(
             "LoyaltyTier", int(value))  # type: ignore[call-overload]
@@ -57,7 +67,14 @@ def tiers_changed(moves: Sequence[Mapping[str, object]]) -> None:
         events.append(changes.Event("loyalty.tier.changed", customer, {
             "customerId": customer, "fromTierId": tier(move["from_tier_id"]),
             "toTierId": tier(move["to_tier_id"]), "reason": move["reason"]}))
-    changes.record(None, [], {"tierChanges": [None, len(moves)]}, events)
+    return events
+
+
+def tiers_changed(moves: Sequence[Mapping[str, object]]) -> None:
+    """Members moved between tiers: one entry for the batch, one event per member (a
+    subscriber acts on each member's new tier)."""
+    if moves:
+        changes.record(None, [], {"tierChanges": [None, len(moves)]}, _tier_events(moves))
 
 
 def points_expired(lots: int, points: int, members: int) -> None:

@@ -53,6 +53,12 @@ def earn_and_reverse(interaction_ids: Sequence[int], now: dt.datetime,
     covers a short time span.
     """
     ids = sorted(set(interaction_ids))
+    if len(ids) == 1 and earn and not reverse and \
+            db.session.get_bind().dialect.name == "postgresql":
+        from plugins.loyalty.earning_one import earn_one
+
+        earn_one(ids[0], now, settings)  # one purchase: two statements (earning_one)
+        return
     if len(ids) > CHUNK:
         ids = list(db.session.scalars(select(Interaction.id).where(
             ledger.among(Interaction.id, ids)).order_by(Interaction.occurred_at, Interaction.id)))

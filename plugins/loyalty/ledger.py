@@ -29,7 +29,7 @@ import json
 from collections import defaultdict
 from collections.abc import Callable, Collection, Iterable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, NoReturn
 
 from sqlalchemy import (
     BigInteger, all_, any_, bindparam, func, insert, literal, select, text, update,
@@ -39,13 +39,17 @@ from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import make_transient_to_detached
+from sqlalchemy.orm.attributes import set_committed_value
 
+from core import changes
 from core.db import JSONDocument, UTCDateTime, db
 from core.errors import ErrorCode, UserError
 from core.models import Customer, CustomerStatus
 from core.services import in_transaction, not_found, transaction
 
+from plugins.loyalty import audit as loyalty_audit
 from plugins.loyalty.errors import LoyaltyErrorCode
+from plugins.loyalty.functions import CALL_DEBIT
 from plugins.loyalty.models import Account, EntryKind, LedgerEntry, LotUse
 
 _accounts = Account.__table__
@@ -310,9 +314,11 @@ def credit(entry: LedgerEntry, now: dt.datetime) -> LedgerEntry:
     return entry
 
 
-# A single debit is the hot path (every redemption): its SQL is written out once, so a call
-# costs no statement building. The order of the window in _TAKE is LOT_ORDER's; it never
-# spends a lot past expiry at :as_of (the debit writes those off instead).
+# A single debit is the hot path (every redemption). On PostgreSQL it is one call of the
+# ``loyalty_debit`` function (plugins/loyalty/functions.py), sent as driver SQL. On SQLite
+# its SQL is written out once here, so a call costs no statement building. The order of the
+# window in _TAKE is LOT_ORDER's; it never spends a lot past expiry at :as_of (the debit
+# writes those off instead).
 _CLAIM = """INSERT INTO loyalty_ledger (customer_id, kind, points, occurred_at, recorded_at,
     reason, reward_id, actor_id, idempotency_key, request_fingerprint, details)
 VALUES (:customer_id, :kind, -:amount, :occurred_at, :recorded_at, :reason, :reward_id,
@@ -321,8 +327,6 @@ RETURNING id"""
 _DEBIT = """UPDATE loyalty_account SET balance = balance - :amount, updated_at = :recorded_at
 WHERE customer_id = :customer_id AND balance >= :amount
   AND EXISTS (SELECT 1 FROM customers WHERE id = :customer_id AND status <> 'erased')"""
-_DUE = """SELECT id, remaining, expires_at FROM loyalty_ledger
-    WHERE customer_id = :customer_id AND remaining > 0 AND expires_at <= :as_of"""
 _TAKE = """ranked AS (
     SELECT id, remaining, sum(remaining) OVER (
         ORDER BY expires_at ASC NULLS LAST, occurred_at ASC, id ASC) AS running
@@ -339,23 +343,6 @@ _AS_OF = bindparam("as_of", type_=UTCDateTime())
 _ENTRY_TYPES = (bindparam("occurred_at", type_=UTCDateTime()), _RECORDED_AT,
                 bindparam("details", type_=JSONDocument))
 
-#: PostgreSQL runs a debit in two statements: data-modifying CTEs put the entry's INSERT
-#: with the account's UPDATE, and the lot uses with the lots' UPDATE. The second one must
-#: be a statement of its own: it reads the lots under the lock the first one waited for
-#: (a statement sees the data as of its start). It also returns the lots past expiry it
-#: left alone (one row each, every row carrying the points spent; one row with a NULL lot
-#: when none is due), read in that same snapshot under the lock.
-_PG_CLAIM_AND_DEBIT = text(f"WITH entry AS ({_CLAIM})\n{_DEBIT}\nRETURNING (SELECT id FROM entry)"
-                           ).bindparams(*_ENTRY_TYPES)
-_PG_SPEND = text(f"""WITH due AS ({_DUE}),
-{_TAKE},
-spent AS (UPDATE loyalty_ledger AS lot SET remaining = lot.remaining - take.points FROM take
-          WHERE lot.id = take.id RETURNING take.id, take.points),
-used AS ({_USES.format(source="spent")})
-SELECT (SELECT coalesce(sum(points), 0) FROM used) AS spent,
-       due.id AS lot_id, due.remaining, due.expires_at
-FROM (SELECT 1) AS one LEFT JOIN due ON true ORDER BY due.id""").bindparams(_AS_OF).columns(
-    spent=BigInteger(), lot_id=BigInteger(), remaining=BigInteger(), expires_at=UTCDateTime())
 #: SQLite has no INSERT or UPDATE inside WITH: the same steps, four statements (more when
 #: lots are past expiry). It serialises writers, so the debit's RETURNING may tell the
 #: points past expiry (its subquery cannot be stale).
@@ -379,19 +366,24 @@ def _insufficient(available: int, needed: int, expired: int) -> UserError:
     return UserError.single(message, LoyaltyErrorCode.INSUFFICIENT_POINTS, "points")
 
 
-def debit(entry: LedgerEntry, now: dt.datetime) -> LedgerEntry:
+def debit(entry: LedgerEntry, now: dt.datetime, *, audited: bool = False) -> LedgerEntry:
     """Post one debit (``entry.points`` < 0), spending lots in LOT_ORDER.
 
     The entry's INSERT comes first and claims its idempotency key; the conditional UPDATE
     takes the account's lock and checks the balance and the customer's status at once;
     then, under that lock, the lots to spend are chosen by a running total in SQL and
-    their uses recorded, whatever their number. Returns the entry, persistent.
+    their uses recorded, whatever their number. Returns the entry, persistent. On
+    PostgreSQL all of this is one round trip (the ``loyalty_debit`` function).
 
     Lots past their expiry at ``now`` are never spent: under the same lock and in the same
     transaction the debit writes them off first (``write_expiries``: the entries the job
     would write) and takes their points off the balance. If what is left does not cover
     the debit, ``INSUFFICIENT_POINTS``, and the transaction (expiry included) rolls back.
     Nothing more is paid when no lot is due: the check rides on the statements above.
+
+    ``audited``: also write the entry's audit entry and points event
+    (``loyalty_audit.entry_recorded``); on PostgreSQL in the same statement as the debit,
+    so a redemption is one round trip before its commit.
     """
     points = -entry.points
     entry.recorded_at = now
@@ -401,48 +393,89 @@ def debit(entry: LedgerEntry, now: dt.datetime) -> LedgerEntry:
               "idempotency_key": entry.idempotency_key,
               "request_fingerprint": entry.request_fingerprint, "details": entry.details,
               "as_of": now}
-    postgresql = db.session.get_bind().dialect.name == "postgresql"
+    connection = db.session.connection()
+    if connection.dialect.name == "postgresql":
+        return _debit_postgresql(entry, params, now, audited)
     overdue = 0
-    if postgresql:
-        entry.id = db.session.execute(_PG_CLAIM_AND_DEBIT, params).scalar()
-        taken = entry.id is not None
-    else:
-        entry.id = db.session.execute(_SQLITE_CLAIM, params).scalar_one()
-        row = db.session.execute(_SQLITE_DEBIT, params).first()
-        taken = row is not None
-        if taken and row[1]:
-            # the balance left after the debit must still hold the points past expiry
-            overdue = int(row[1])
-            if row[0] < overdue:
-                raise _insufficient(row[0] + points - overdue, points, overdue)
-            _write_off(entry.customer_id, due_lots([entry.customer_id], now), now)
-    if not taken:
-        active_customer(entry.customer_id)
-        balance, overdue = db.session.execute(
-            select(Account.balance, overdue_points(Account.customer_id, now))
-            .where(Account.customer_id == entry.customer_id)).first() or (0, 0)
-        raise _insufficient(balance - overdue, points, overdue)
+    entry.id = db.session.execute(_SQLITE_CLAIM, params).scalar_one()
+    row = db.session.execute(_SQLITE_DEBIT, params).first()
+    if row is None:
+        _refused(entry, points, now)
+    if row[1]:
+        # the balance left after the debit must still hold the points past expiry
+        overdue = int(row[1])
+        if row[0] < overdue:
+            raise _insufficient(row[0] + points - overdue, points, overdue)
+        _write_off(entry.customer_id, due_lots([entry.customer_id], now), now)
     where = {"customer_id": entry.customer_id, "amount": points, "entry_id": entry.id,
              "as_of": now}
-    if postgresql:
-        rows = db.session.execute(_PG_SPEND, where).all()
-        spent = int(rows[0].spent)
-        due = [Lot(r.lot_id, entry.customer_id, r.remaining, None, r.expires_at)
-               for r in rows if r.lot_id is not None]
-        overdue = sum(lot.remaining for lot in due)
-        if spent < points and spent + overdue >= points:
-            raise _insufficient(spent, points, overdue)
-        if due:
-            _write_off(entry.customer_id, due, now)
-    else:
-        spent = sum(db.session.execute(_SQLITE_USES, where).scalars())
+    spent = sum(db.session.execute(_SQLITE_USES, where).scalars())
     if spent != points:
-        raise RuntimeError(f"the lots of customer {entry.customer_id} hold {spent} of the "
-                           f"{points} points debited: balance and lots disagree")
-    if not postgresql:
-        db.session.execute(_SQLITE_SPEND, where)
+        _disagree(entry, spent, points)
+    db.session.execute(_SQLITE_SPEND, where)
+    _persistent(entry)
+    if audited:
+        loyalty_audit.entry_recorded(entry)
+    return entry
+
+
+def _debit_postgresql(entry: LedgerEntry, params: dict[str, Any], now: dt.datetime,
+                      audited: bool) -> LedgerEntry:
+    """One round trip: the ``loyalty_debit`` function (plugins/loyalty/functions.py),
+    with the audit entry and the event in the same statement when ``audited``."""
+    points = params["amount"]
+    values = {**params, "now": now, "details": json.dumps(params["details"])}
+    if audited:
+        objects, events = loyalty_audit.entry_change(entry, loyalty_audit.DEBIT_ENTRY)
+        rows = changes.record_with(CALL_DEBIT, values, loyalty_audit.DEBIT_ENTRY, None,
+                                   objects, None, events)
+    else:
+        rows = db.session.connection().exec_driver_sql(CALL_DEBIT, values).all()
+    if not rows:
+        _refused(entry, points, now)
+    entry.id = rows[0][0]
+    spent = int(rows[0][1])
+    due = [Lot(lot_id, entry.customer_id, remaining, None, expires_at)
+           for _, _, lot_id, remaining, expires_at in rows if lot_id is not None]
+    overdue = sum(lot.remaining for lot in due)
+    if spent < points and spent + overdue >= points:
+        raise _insufficient(spent, points, overdue)
+    if spent != points:
+        _disagree(entry, spent, points)
+    if due:
+        _write_off(entry.customer_id, due, now)
+    return _persistent(entry)
+
+
+def _refused(entry: LedgerEntry, points: int, now: dt.datetime) -> NoReturn:
+    """The conditional UPDATE changed nothing: say why (unknown or erased customer,
+    balance short)."""
+    active_customer(entry.customer_id)
+    balance, overdue = db.session.execute(
+        select(Account.balance, overdue_points(Account.customer_id, now))
+        .where(Account.customer_id == entry.customer_id)).first() or (0, 0)
+    raise _insufficient(balance - overdue, points, overdue)
+
+
+def _disagree(entry: LedgerEntry, spent: int, points: int) -> NoReturn:
+    raise RuntimeError(f"the lots of customer {entry.customer_id} hold {spent} of the "
+                       f"{points} points debited: balance and lots disagree")
+
+
+#: Columns of an entry: those a debit does not set are NULL in its row.
+_ENTRY_ATTRIBUTES = tuple(attr.key for attr in LedgerEntry.__mapper__.column_attrs)
+
+
+def _persistent(entry: LedgerEntry) -> LedgerEntry:
+    """The debit's entry as a detached object holding its row, without reading it back:
+    the columns it did not set are NULL in the row. It stays out of the session (nothing
+    in it is left to flush, and the commit has nothing to expire: reading it afterwards
+    costs no statement)."""
     make_transient_to_detached(entry)
-    db.session.add(entry)
+    loaded = entry.__dict__
+    for key in _ENTRY_ATTRIBUTES:
+        if key not in loaded:
+            set_committed_value(entry, key, None)
     return entry
 
 

@@ -18,12 +18,14 @@ from decimal import Decimal
 from typing import Any
 
 from sqlalchemy import (
-    BigInteger, CheckConstraint, Enum, ForeignKey, Index, Integer, String, Text,
-    UniqueConstraint, text,
+    DDL, BigInteger, CheckConstraint, Enum, ForeignKey, Index, Integer, String, Text,
+    UniqueConstraint, event, text,
 )
 from sqlalchemy.orm import Mapped, mapped_column
 
 from core.db import BigIntPK, JSONDocument, Money, UTCDateTime, db, plugin_table, utcnow
+
+from plugins.loyalty import functions
 
 PLUGIN = "loyalty"
 
@@ -218,3 +220,9 @@ class Reward(db.Model):
 
     __table_args__ = _table_args(CheckConstraint("stock IS NULL OR stock >= 0",
                                                  name="stock_not_negative"))
+
+
+# The single debit's function (plugins/loyalty/functions.py) comes with the ledger's table
+# on PostgreSQL: migration loyalty_0002 creates it in databases built by migrations.
+event.listen(LedgerEntry.__table__, "after_create",
+             DDL(functions.CREATE_DEBIT).execute_if(dialect="postgresql"))

@@ -27,35 +27,42 @@ from plugins.loyalty.models import (
 from plugins.loyalty.schemas import AdjustPointsSchema, RedeemPointsSchema, RedeemRewardSchema
 
 _rewards = Reward.__table__
+# Stateless schemas, built once (building one copies its fields: a tenth of a millisecond
+# on the redemption path).
+_REDEEM_POINTS = RedeemPointsSchema()
+_REDEEM_REWARD = RedeemRewardSchema()
 
 
 # --- Moving value --------------------------------------------------------------------------
 
 
 def audited(entry: LedgerEntry) -> LedgerEntry:
-    """``entry`` once its audit entry and event are written (in its transaction)."""
+    """``entry`` once its audit entry and event are written (in its transaction). Debits
+    write theirs themselves (``ledger.debit(..., audited=True)``: one statement with the
+    debit on PostgreSQL)."""
     loyalty_audit.entry_recorded(entry)
     return entry
 
 
 def redeem_points(raw: Mapping[str, Any], *, actor_id: int | None = None) -> LedgerEntry:
     """Spend a number of points; ``INSUFFICIENT_POINTS`` when the balance is short."""
-    data = load(RedeemPointsSchema(), raw)
+    data = load(_REDEEM_POINTS, raw)
     digest = ledger.fingerprint("redeem_points", data)
 
     def run() -> LedgerEntry:
         now = utcnow()
-        return audited(ledger.debit(LedgerEntry(
+        return ledger.debit(LedgerEntry(
             kind=EntryKind.REDEEM, customer_id=data["customer_id"], points=-data["points"],
             occurred_at=now, reason=data.get("reason"), actor_id=actor_id,
-            idempotency_key=data["idempotency_key"], request_fingerprint=digest), now))
+            idempotency_key=data["idempotency_key"], request_fingerprint=digest), now,
+            audited=True)
 
     return ledger.once(data["idempotency_key"], digest, data["customer_id"], run)
 
 
 def redeem_reward(raw: Mapping[str, Any], *, actor_id: int | None = None) -> LedgerEntry:
     """Exchange points for ``quantity`` units of a reward; its stock goes down atomically."""
-    data = load(RedeemRewardSchema(), raw)
+    data = load(_REDEEM_REWARD, raw)
     digest = ledger.fingerprint("redeem_reward", data)
 
     def run() -> LedgerEntry:
@@ -81,11 +88,12 @@ def redeem_reward(raw: Mapping[str, Any], *, actor_id: int | None = None) -> Led
                 raise UserError.single(f"The reward {reward.name!r} is out of stock.",
                                        LoyaltyErrorCode.REWARD_OUT_OF_STOCK, "rewardId")
             db.session.expire(reward, ["stock", "updated_at"])
-        return audited(ledger.debit(LedgerEntry(
+        return ledger.debit(LedgerEntry(
             kind=EntryKind.REDEEM, customer_id=data["customer_id"],
             points=-reward.point_cost * quantity, occurred_at=now, reason=data.get("reason"),
             reward_id=reward.id, actor_id=actor_id, details={"quantity": quantity},
-            idempotency_key=data["idempotency_key"], request_fingerprint=digest), now))
+            idempotency_key=data["idempotency_key"], request_fingerprint=digest), now,
+            audited=True)
 
     return ledger.once(data["idempotency_key"], digest, data["customer_id"], run)
 
@@ -104,7 +112,7 @@ def adjust_points(raw: Mapping[str, Any], *, actor_id: int | None = None) -> Led
             expires_at=data.get("expires_at"), idempotency_key=data["idempotency_key"],
             request_fingerprint=digest)
         if entry.points < 0:
-            return audited(ledger.debit(entry, now))
+            return ledger.debit(entry, now, audited=True)
         ledger.active_customer(entry.customer_id)
         return audited(ledger.credit(entry, now))
 

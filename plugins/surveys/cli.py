@@ -35,14 +35,45 @@ def surveys_group() -> None:
 @click.option("--rejects", "rejects_path", type=click.Path(dir_okay=False, path_type=Path),
               help="Where to write rejected rows [default: FILE.rejects.csv].")
 @click.option("--encoding", default="utf-8", show_default=True, help="Text encoding of FILE.")
+@click.option("--submitted-at", "submitted_at", metavar="DATE",
+              help="When the rows without a submitted_at answered: YYYY-MM-DD means 00:00 "
+                   "of that day in RAPPORT_TIMEZONE; a datetime is exact (without a zone: "
+                   "UTC) [default: the time of the import].")
+@click.option("--column", "columns", multiple=True, metavar="COLUMN=KEY",
+              help="Read the file's COLUMN as question KEY (repeatable); other columns "
+                   "match question keys without regard to case.")
 def import_command(survey_id: int, file: Path, batch_size: int, rejects_path: Path | None,
-                   encoding: str) -> None:
+                   encoding: str, submitted_at: str | None, columns: tuple[str, ...]) -> None:
     """Import survey responses from a CSV FILE: customer_external_id (+ customer_source;
-    not for anonymous surveys), submitted_at, one column per question key (multiple
-    choices separated by ';'). Bad rows go to the rejects file; a re-run skips what is
-    already stored."""
+    not for anonymous surveys), submitted_at (optional, see --submitted-at), one column
+    per question key, matched without regard to case or named with --column (multiple
+    choices separated by ';'). SURVEY_ID is the survey's global id (or its number). Bad
+    rows go to the rejects file; a re-run skips what is already stored."""
+    mapping: dict[str, str] = {}
+    for pair in columns:
+        column, sep, key = pair.partition("=")
+        if not sep or not column.strip() or not key.strip():
+            raise click.BadParameter(f"{pair!r}: give COLUMN=KEY", param_hint="--column")
+        mapping[column.strip()] = key.strip()
+    when = None
+    if submitted_at is not None:
+        from core.app import rapport
+        from core.dates import DateError, parse_moment
+        from core.db import utcnow
+        from core.schemas import FUTURE_TOLERANCE
+
+        try:
+            when = parse_moment(submitted_at, rapport().settings.tz, ends=False,
+                                field="submitted_at")
+        except DateError as exc:
+            raise click.BadParameter(exc.errors[0].message,
+                                     param_hint="--submitted-at") from None
+        if when > utcnow() + FUTURE_TOLERANCE:
+            raise click.BadParameter("a response cannot be submitted in the future",
+                                     param_hint="--submitted-at")
     try:
-        importer = ResponseImporter(open_survey_import(survey_id))
+        importer = ResponseImporter(open_survey_import(survey_id), submitted_at=when,
+                                    columns=mapping)
         reader = RecordReader(file, FileFormat.CSV, encoding)
         try:
             if reader.columns is not None:

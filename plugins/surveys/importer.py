@@ -6,8 +6,11 @@ and reason). What is specific to responses:
 
 - Columns (CONTRACTS.md "Survey responses"): ``customer_external_id`` (+
   ``customer_source``, default ``default``) for a named survey, absent for an anonymous
-  one; ``submitted_at`` (ISO 8601, naive means UTC); one column per question key
-  (MULTI_CHOICE: option keys separated by ``;``). Optional ``source`` + ``external_id``
+  one; ``submitted_at`` (ISO 8601, naive means UTC; optional: a row without it, or a
+  file without the column, is dated at ``--submitted-at`` when given, else at the time
+  of the import); one column per question key (MULTI_CHOICE: option keys separated by
+  ``;``), matched without regard to case (``Q1`` is question ``q1``) or named through
+  ``--column COLUMN=KEY``. Optional ``source`` + ``external_id``
   name the response in the system it comes from. Any other column stops the import
   before anything is written (a misspelt question key would otherwise lose answers).
 - Each answer is checked by the same rules as ``submitSurveyResponse``; a bad row is
@@ -31,6 +34,7 @@ import hashlib
 import json
 from collections import Counter
 from collections.abc import Mapping, Sequence
+from dataclasses import replace
 from typing import Any
 
 from marshmallow import ValidationError
@@ -92,20 +96,58 @@ _BATCH_INSERT = text("""
 
 
 class ResponseImporter:
-    def __init__(self, survey: Survey, now: dt.datetime | None = None):
+    """``submitted_at``: the date of the rows without one (default: ``now``, the time of
+    the import); ``columns``: file column -> question key, for columns named otherwise."""
+
+    def __init__(self, survey: Survey, now: dt.datetime | None = None, *,
+                 submitted_at: dt.datetime | None = None,
+                 columns: Mapping[str, str] | None = None):
         if survey.state is SurveyState.DRAFT:
             raise ImportFileError(f"Survey {survey.id} is a draft: open it before importing "
                                   f"responses (its questions may still change).")
         self.survey = survey
         self.questions: dict[str, QuestionSpec] = specs(questions_of([survey.id])[survey.id])
         self.now = now or utcnow()
+        self.submitted_at = submitted_at or self.now
+        self.mapping = dict(columns or {})
+        #: file column -> the name the importer reads it by (question key or META field).
+        self.renames: dict[str, str] = {}
+        unknown = sorted(set(self.mapping.values()) - set(self.questions))
+        if unknown:
+            raise ImportFileError(f"--column names no question of survey {survey.id}: "
+                                  f"{', '.join(unknown)} (its keys are "
+                                  f"{', '.join(self.questions)}).")
         self._seen: Counter[str] = Counter()  # content keys met so far in the file
         self._fire = bool(rapport().hook.rapport_survey_response_recorded.get_hookimpls())
 
+    def _resolve(self, columns: Sequence[str]) -> list[str]:
+        """The header as the importer reads it: a mapped column as its question key, a
+        column matching a question key or a known field without regard to case as that
+        key (``self.renames``). Two columns landing on one name stop the import."""
+        by_fold: dict[str, list[str]] = {}
+        for key in (*self.questions, *IDENTITY, *META):
+            by_fold.setdefault(key.casefold(), []).append(key)
+        resolved = []
+        for column in columns:
+            name = self.mapping.get(column)
+            if name is None and column not in self.questions and column not in (*IDENTITY,
+                                                                                *META):
+                found = by_fold.get(column.strip().casefold(), [])
+                if len(found) > 1:
+                    raise ImportFileError(
+                        f"Column {column!r} matches the question keys {', '.join(found)} "
+                        f"but for case: name it exactly, or use --column {column}=KEY.")
+                name = found[0] if found else None
+            if name is not None and name != column:
+                self.renames[column] = name
+            resolved.append(name or column)
+        twice = sorted({n for n in resolved if resolved.count(n) > 1})
+        if twice:
+            raise ImportFileError(f"Several columns give {', '.join(twice)}: keep one.")
+        return resolved
+
     def check_columns(self, columns: Sequence[str]) -> None:
-        if "submitted_at" not in columns:
-            raise ImportFileError("The header has no submitted_at column; required: "
-                                  "submitted_at, then one column per question key.")
+        columns = self._resolve(columns)
         named = [c for c in IDENTITY if c in columns]
         if self.survey.anonymous and named:
             raise ImportFileError(f"Survey {self.survey.id} is anonymous: the file must not "
@@ -120,6 +162,9 @@ class ResponseImporter:
 
     def import_batch(self, records: Sequence[Record]) -> BatchOutcome:
         outcome = BatchOutcome()
+        if self.renames:
+            records = [replace(r, values={self.renames.get(k, k): v
+                                          for k, v in r.values.items()}) for r in records]
         readable = []
         for record in records:
             # NUL cannot be stored nor even compared by PostgreSQL: such a row is rejected
@@ -253,8 +298,7 @@ class ResponseImporter:
                         "customer_external_id"))
         submitted_at = None
         if values.get("submitted_at") is None:
-            errors.append(FieldError("Required: when the customer answered.",
-                                     ErrorCode.REQUIRED, "submitted_at"))
+            submitted_at = self.submitted_at
         else:
             try:
                 submitted_at = _WHEN.deserialize(values["submitted_at"])

@@ -17,7 +17,7 @@ from graphql import ExecutionContext, execute, parse, specified_rules, validate
 import api
 from api.authorization import authorization_rule
 from api.context import RequestContext
-from api.execution import RapportExecutionContext
+from api.execution import PlanCache, RapportExecutionContext
 from core import hookimpl
 from core.auth import Principal
 from core.db import db
@@ -175,9 +175,9 @@ class AnyNode:
                                       api.AUTHENTICATED)}
 
 
-@pytest.mark.parametrize("executor", [ExecutionContext, RapportExecutionContext])
+@pytest.mark.parametrize("executor", [ExecutionContext, RapportExecutionContext, "compiled"])
 def test_an_interface_field_refuses_a_type_of_another_domain_at_run_time(
-        make_app: AppFactory, executor: type[ExecutionContext]) -> None:
+        make_app: AppFactory, executor: type[ExecutionContext] | str) -> None:
     app = make_app(plugins=(AnyNode(),))
     with app.app_context():
         db.session.add(Customer(name="Ada"))
@@ -188,7 +188,10 @@ def test_an_interface_field_refuses_a_type_of_another_domain_at_run_time(
             principal = Principal("t", frozenset(scopes))
             assert not validate(schema.graphql_schema, document, [
                 *specified_rules, authorization_rule(principal, {}, schema.type_domains)])
-            result = execute(schema.graphql_schema, document, execution_context_class=executor,
+            context_class = (PlanCache(document).context_class(None)
+                             if executor == "compiled" else executor)
+            result = execute(schema.graphql_schema, document,
+                             execution_context_class=context_class,  # type: ignore[arg-type]
                              context_value=RequestContext(principal=principal))
             return result
 

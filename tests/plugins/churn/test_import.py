@@ -11,7 +11,7 @@ from sqlalchemy import func, select
 
 from core.cli import cli
 from core.db import db
-from core.models import Alert
+from core.models import Alert, CustomerExternalId
 from core.services.customers import update_customer
 from plugins.churn.models import ChurnRecord
 from tests.plugins.churn.conftest import customer, days_ago
@@ -98,3 +98,40 @@ def test_import_checks_the_churn_rate_once_at_the_end(churn_app: Flask, tmp_path
     assert "2025-04: churn rate 35.29%" in result.output  # 6 of the 17 left at 1 April
     alerts = db.session.scalars(select(Alert).where(Alert.kind == "churn_rate_jump")).all()
     assert [a.evidence["month"] for a in alerts] == ["2025-04"]
+
+
+def test_statements_per_batch_do_not_grow_with_its_rows(churn_app: Flask,
+                                                        tmp_path: Path) -> None:
+    """Set-based checks: a batch of 20 marks and one of 120 run the same statements (every
+    customer with purchases before and after its churn date, so the back-dated marks
+    reopen at once)."""
+    from core.services.customers import import_customers
+    from core.services.interactions import record_interactions
+    from plugins.churn.importer import open_churn_import
+    from tests.conftest import count_statements
+
+    def run(prefix: str, n: int) -> list[str]:
+        rows = [{"external_id": f"{prefix}{i}", "name": f"{prefix} {i}",
+                 "customer_since": days_ago(500).date().isoformat()} for i in range(n)]
+        assert not import_customers(rows).errors
+        ids = dict(db.session.execute(select(CustomerExternalId.external_id,
+                                             CustomerExternalId.customer_id)).all())
+        assert not record_interactions([
+            {"customer_id": ids[f"{prefix}{i}"], "kind": "purchase", "amount": "5.00",
+             "currency": "USD", "occurred_at": days_ago(days).isoformat()}
+            for i in range(n) for days in (300, 100 if i % 2 else 30)]).errors
+        path = tmp_path / f"{prefix}.csv"
+        path.write_text("customer_external_id,churned_at,type,reason\n" + "".join(
+            f"{prefix}{i},{days_ago(200).isoformat()},competitive,pricing\n"
+            for i in range(n)), encoding="utf-8")
+        with open_churn_import(path) as job:
+            with count_statements(churn_app) as statements:
+                report = job.run(500)
+        assert (report.imported, report.rejected) == (n, 0)
+        return statements
+
+    small, large = run("S", 20), run("L", 120)
+    assert len(small) == len(large), (small, large)
+    reopened = db.session.scalar(select(func.count()).select_from(ChurnRecord).where(
+        ChurnRecord.reactivated_at.is_not(None)))
+    assert reopened == 140

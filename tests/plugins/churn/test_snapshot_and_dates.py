@@ -151,6 +151,13 @@ def test_fit_and_score_as_of_a_date(make_app: AppFactory) -> None:
         assert score.frequency == len(days) - 1
         bad = runner.invoke(cli, ["churn", "score", "--as-of", "1899-01-01"])
         assert bad.exit_code != 0 and "out of range" in bad.output
+        # A date before any customer existed (a mistyped year) keeps the current scores.
+        typo = runner.invoke(cli, ["churn", "score", "--as-of", "1901-01-01"])
+        assert typo.exit_code == 1 and "current scores are kept" in typo.output, typo.output
+        assert "Traceback" not in typo.output
+        assert db.session.scalars(select(ChurnScore).where(
+            ChurnScore.customer_id == buyer)).one().frequency == len(days) - 1
+        assert db.session.scalars(select(ChurnScoreRun)).one().customers >= 1  # not -1
 
 
 def test_a_snapshot_counts_in_its_month_against_a_base_from_customer_since(

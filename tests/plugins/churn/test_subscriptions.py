@@ -104,8 +104,12 @@ def test_subscriptions_fit_sbg_train_score_and_explain(sub_app: Flask, tmp_path:
     assert summary.customers == 400
     scores = db.session.scalars(select(ChurnScore)).all()
     assert all(s.top_factors for s in scores)
-    assert {f["feature"] for s in scores for f in s.top_factors} & {
-        "attr_contract_monthly", "attr_contract_two_year"}
+    named = {f["feature"] for s in scores for f in s.top_factors}
+    # The contract's one-hot columns are one factor named with the customer's value.
+    assert {"Contract: monthly", "Contract: two_year"} <= named
+    assert not any(name.startswith("attr_") for name in named)
+    # Tenure in days repeats the renewal periods here (customer_since follows them).
+    assert "tenure_days" not in version.feature_names
 
     gql = GraphQL(sub_app, admin_token(sub_app))
     model = gql("""{ churnModel { kind model bgnbd { r } notes

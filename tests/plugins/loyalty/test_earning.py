@@ -174,3 +174,81 @@ def test_purchase_and_refund_in_one_batch(loyalty_app: Flask) -> None:
                                            (EntryKind.REVERSE, -30)])
     assert balance(ada) == 70
     assert_ledger_invariants()
+
+
+def _earning_statements(interaction_id: int, loyalty_app: Flask) -> tuple[list[str], list[str]]:
+    """The statements of the loyalty hook's earning on one recorded interaction: (audit and
+    outbox INSERTs, the others)."""
+    from core.db import utcnow
+    from plugins.loyalty import earning
+    from plugins.loyalty.config import loyalty_settings
+
+    with count_statements(loyalty_app) as statements:
+        earning.earn_and_reverse([interaction_id], utcnow(), loyalty_settings(), earn=True,
+                                 reverse=False)
+        db.session.commit()
+    statements = [s for s in statements if s.strip().upper() not in ("COMMIT", "BEGIN")]
+    audit = [s for s in statements if "INSERT INTO audit_entries" in s]
+    return audit, [s for s in statements if s not in audit]
+
+
+def _bare_purchase(customer_id: int, amount: str) -> int:
+    """A purchase stored without the hooks (the test runs the loyalty hook itself)."""
+    from decimal import Decimal
+
+    from core.models import Interaction
+
+    row = Interaction(customer_id=customer_id, kind="purchase", amount=Decimal(amount),
+                      currency="USD", occurred_at=days_ago(1), payload={})
+    db.session.add(row)
+    db.session.commit()
+    return row.id
+
+
+def test_earning_on_one_purchase_costs_at_most_three_statements(loyalty_app: Flask) -> None:
+    """Issue 15: a capped rule, a tier multiplier and a move up, in at most 3 statements
+    besides the one audit/outbox statement (PostgreSQL; SQLite runs the batch path)."""
+    usd_rule(cap_points=1000, cap_period="day")
+    silver = programme.create_tier({"name": "Silver", "threshold_points": 10,
+                                    "earn_multiplier": "1.5"})
+    gold = programme.create_tier({"name": "Gold", "threshold_points": 60})
+    ada = customer()
+    purchase(ada, "20")                       # 20 points, Silver
+    account = db.session.get(Account, ada)
+    assert account is not None and account.tier_id == silver.id
+    postgresql = db.engine.dialect.name == "postgresql"
+
+    audit, others = _earning_statements(_bare_purchase(ada, "30"), loyalty_app)  # 45 points
+    assert balance(ada) == 65
+    db.session.expire_all()
+    assert db.session.get(Account, ada).tier_id == gold.id  # type: ignore[union-attr]
+    history = db.session.scalars(select(TierChange).where(TierChange.customer_id == ada)
+                                 .order_by(TierChange.id)).all()
+    assert [(h.from_tier_id, h.to_tier_id, h.qualifying_points) for h in history][-1] == (
+        silver.id, gold.id, 65)
+    if postgresql:
+        assert len(audit) == 1, audit
+        assert len(others) <= 3, others
+    else:
+        assert len(others) + len(audit) <= 14, others  # the batch path's fixed handful
+    assert_ledger_invariants()
+
+    # A member's first purchase: the account is opened (and locked) first, still <= 3.
+    bob = customer("Bob")
+    audit, others = _earning_statements(_bare_purchase(bob, "5"), loyalty_app)
+    assert balance(bob) == 5 and entries(bob) == [(EntryKind.EARN, 5)]
+    if postgresql:
+        assert len(audit) == 1 and len(others) <= 3, others
+    assert_ledger_invariants()
+
+
+def test_the_daily_cap_holds_on_the_single_purchase_path(loyalty_app: Flask) -> None:
+    usd_rule(cap_points=50, cap_period="day")
+    ada = customer()
+    for amount in ("30", "30", "30"):
+        purchase(ada, amount, at=days_ago(1))
+    assert sorted(p for _, p in entries(ada)) == [20, 30]
+    assert balance(ada) == 50
+    purchase(ada, "10", at=days_ago(3))       # another day: its own cap
+    assert balance(ada) == 60
+    assert_ledger_invariants()

@@ -15,7 +15,7 @@ def test_upgrade_builds_exactly_the_models(make_app: AppFactory) -> None:
     app = make_app(enabled=["loyalty"])
     drop_everything(app)
     upgrade(app)
-    assert "loyalty_0001" in current_heads(app)
+    assert "loyalty_0002" in current_heads(app)
     with app.app_context():
         tables = {t for t in inspect(db.engine).get_table_names() if t.startswith("loyalty_")}
     assert tables == {"loyalty_account", "loyalty_ledger", "loyalty_lot_use", "loyalty_earn_rule",

@@ -47,7 +47,7 @@ def test_an_import_with_every_kind_of_bad_row(surveys_app: Flask, tmp_path: Path
     ada, bob = customer("Ada", "c-1"), customer("Bob", "c-2")
     erased = customer("Eve", "c-9")
     erase_customer(erased)
-    customer("Zed", "c-3")
+    zed = customer("Zed", "c-3")
     day = (NOW - dt.timedelta(days=1)).date().isoformat()  # whole day in the past
     file = _write(tmp_path / "responses.csv", [
         HEADER,
@@ -64,14 +64,14 @@ def test_an_import_with_every_kind_of_bad_row(surveys_app: Flask, tmp_path: Path
         f",{day}T12:00:00,8,,,,,,",                                # 12 no customer
         f"c-9,{day}T12:00:00,8,,,,,,",                             # 13 erased: id gone
         "c-1,yesterday,8,,,,,,",                                    # 14 bad time
-        "c-1,,8,,,,,,",                                             # 15 no time
+        "c-3,,8,,,,,,",                                             # 15 no time: now
         "c-1,2999-01-01T00:00:00,8,,,,,,",                          # 16 in the future
         f"c-1,{day}T12:00:00,8,,,",                                 # 17 too few values
         f"c-3,{day}T13:00:00,10,4,7,1,store,range,",               # 18 option 'range'?
     ])
     result = _run(surveys_app, survey.id, file)
     assert result.exit_code == 0, result.output
-    assert "imported: 2, skipped (already there): 0, rejected: 15" in result.output
+    assert "imported: 3, skipped (already there): 0, rejected: 14" in result.output
     rejects = _rejects(tmp_path / "responses.csv.rejects.csv")
     assert rejects == [
         (4, "nps", "OUT_OF_SCALE"), (5, "overall", "OUT_OF_SCALE"),
@@ -79,7 +79,7 @@ def test_an_import_with_every_kind_of_bad_row(surveys_app: Flask, tmp_path: Path
         (9, "liked", "UNKNOWN_OPTION"), (10, "nps", "REQUIRED"),
         (11, "customer_external_id", "NOT_FOUND"), (12, "customer_external_id", "REQUIRED"),
         (13, "customer_external_id", "NOT_FOUND"), (14, "submitted_at", "INVALID"),
-        (15, "submitted_at", "REQUIRED"), (16, "submitted_at", "INVALID"), (17, "", "INVALID"),
+        (16, "submitted_at", "INVALID"), (17, "", "INVALID"),
         (18, "channel", "UNKNOWN_OPTION"), (18, "liked", "UNKNOWN_OPTION")]
     rows = {r.customer_id: r for r in db.session.scalars(select(Response))}
     assert rows[ada].numbers == {"nps": 9, "overall": 5, "speed": 6, "slow": 2}
@@ -87,9 +87,12 @@ def test_an_import_with_every_kind_of_bad_row(surveys_app: Flask, tmp_path: Path
     assert rows[ada].texts == {"comment": "Lovely"}
     assert rows[bob].numbers == {"nps": 3, "speed": 1}
     assert rows[bob].submitted_at.hour == 9  # 11:00+02:00 in UTC
+    # Without a time: dated at the import (no --submitted-at given).
+    assert abs(rows[zed].submitted_at - dt.datetime.now(dt.timezone.utc)) < dt.timedelta(
+        minutes=5)
     again = _run(surveys_app, survey.id, file)
-    assert "imported: 0, skipped (already there): 2, rejected: 15" in again.output
-    assert _count() == 2
+    assert "imported: 0, skipped (already there): 3, rejected: 14" in again.output
+    assert _count() == 3
 
 
 def test_anonymous_imports_keep_identical_rows_and_rerun_cleanly(
@@ -123,7 +126,7 @@ def test_external_ids_make_rows_idempotent(surveys_app: Flask, tmp_path: Path) -
 
 
 @pytest.mark.parametrize(("header", "message"), [
-    ("customer_external_id,nps", "no submitted_at column"),
+    ("customer_external_id,submitted_at,NPS,nps", "Several columns give nps"),
     ("submitted_at,nps", "no customer_external_id column"),
     ("customer_external_id,submitted_at,nps,colour", "Unknown columns colour"),
 ])
@@ -150,3 +153,38 @@ def test_survey_problems_stop_the_import(surveys_app: Flask, tmp_path: Path) -> 
     assert "must not name customers" in _run(surveys_app, anonymous.id, file).output
     assert "No such file" in _run(surveys_app, anonymous.id, tmp_path / "none.csv").output
     assert _count() == 0
+
+
+def test_columns_match_question_keys_without_case_and_submitted_at_is_optional(
+        surveys_app: Flask, tmp_path: Path) -> None:
+    """As a business exports it: the survey named by its global id, headers in another
+    case, one column named otherwise (--column), no submitted_at column: the rows are
+    dated at --submitted-at (a date: 00:00 of that day in RAPPORT_TIMEZONE)."""
+    survey = make_survey()
+    ada = customer("Ada", "c-1")
+    file = _write(tmp_path / "export.csv", [
+        "Customer_External_Id,NPS,Overall,Speed,How slow,Channel",
+        "c-1,9,5,6,2,web"])
+    result = _run(surveys_app, global_id("Survey", survey.id), file, "--column",
+                  "How slow=slow", "--submitted-at", "2026-01-05")
+    assert result.exit_code == 0, result.output
+    assert "imported: 1, skipped (already there): 0, rejected: 0" in result.output
+    response = db.session.scalars(select(Response)).one()
+    assert response.customer_id == ada
+    assert response.numbers == {"nps": 9, "overall": 5, "speed": 6, "slow": 2}
+    assert response.choices == {"channel": "web"}
+    assert response.submitted_at == dt.datetime(2026, 1, 5, tzinfo=dt.timezone.utc)
+    # A re-run recognises the row (its content key does not depend on the default date).
+    again = _run(surveys_app, global_id("Survey", survey.id), file, "--column",
+                 "How slow=slow")
+    assert "imported: 0, skipped (already there): 1" in again.output
+    # Without the mapping, the column is unknown; a mapping to no question is refused.
+    unmapped = _run(surveys_app, survey.id, file)
+    assert unmapped.exit_code != 0 and "Unknown columns How slow" in unmapped.output
+    wrong = _run(surveys_app, survey.id, file, "--column", "How slow=slowness")
+    assert wrong.exit_code != 0 and "--column names no question" in wrong.output
+    bad = _run(surveys_app, survey.id, file, "--column", "How slow")
+    assert bad.exit_code == 2 and "COLUMN=KEY" in bad.output
+    future = _run(surveys_app, survey.id, file, "--submitted-at", "2999-01-01")
+    assert future.exit_code == 2 and "future" in future.output
+    assert _count() == 1
