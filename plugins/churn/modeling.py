@@ -656,7 +656,6 @@ def score_chunk(model: LoadedModel, table: np.ndarray, summary: np.ndarray,
     id first) and BTYD summary matrix (``chunk_statements``)."""
     if not len(table):
         return None
-    spec = model.spec
     ids = table[:, 0].astype(np.int64)
     summary = summary.reshape(-1, 5)
     summary_ids = summary[:, 0].astype(np.int64)

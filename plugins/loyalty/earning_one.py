@@ -34,7 +34,7 @@ from core.db import UTCDateTime, db
 
 from plugins.loyalty import audit as loyalty_audit, ledger
 from plugins.loyalty.config import LoyaltySettings, add_months, period_bounds
-from plugins.loyalty.models import CapPeriod, EntryKind, Rounding, TierChangeReason
+from plugins.loyalty.models import CapPeriod, Rounding, TierChangeReason
 
 _READ = text("""WITH account AS (
     SELECT a.customer_id, a.tier_id FROM loyalty_account AS a

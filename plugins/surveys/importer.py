@@ -103,8 +103,9 @@ class ResponseImporter:
                  submitted_at: dt.datetime | None = None,
                  columns: Mapping[str, str] | None = None):
         if survey.state is SurveyState.DRAFT:
-            raise ImportFileError(f"Survey {survey.id} is a draft: open it before importing "
-                                  f"responses (its questions may still change).")
+            raise ImportFileError(f"Survey {shown_id('Survey', survey.id)} is a draft: open it "
+                                  f"before importing responses (its questions may still "
+                                  f"change).")
         self.survey = survey
         self.questions: dict[str, QuestionSpec] = specs(questions_of([survey.id])[survey.id])
         self.now = now or utcnow()
@@ -150,8 +151,8 @@ class ResponseImporter:
         columns = self._resolve(columns)
         named = [c for c in IDENTITY if c in columns]
         if self.survey.anonymous and named:
-            raise ImportFileError(f"Survey {self.survey.id} is anonymous: the file must not "
-                                  f"name customers (remove {', '.join(named)}).")
+            raise ImportFileError(f"Survey {shown_id('Survey', self.survey.id)} is anonymous: "
+                                  f"the file must not name customers (remove {', '.join(named)}).")
         if not self.survey.anonymous and "customer_external_id" not in columns:
             raise ImportFileError("The header has no customer_external_id column; a named "
                                   "survey's responses say who answered.")
@@ -318,8 +319,8 @@ class ResponseImporter:
         if source is not None and external_id is None:
             errors.append(FieldError("source needs an external_id.", ErrorCode.REQUIRED,
                                      "external_id"))
-        for column, text, limit in (("source", source, 64), ("external_id", external_id, 200)):
-            if text is not None and len(str(text)) > limit:
+        for column, given, limit in (("source", source, 64), ("external_id", external_id, 200)):
+            if given is not None and len(str(given)) > limit:
                 errors.append(FieldError(f"At most {limit} characters.", ErrorCode.INVALID,
                                          column))
         if errors:

@@ -148,7 +148,8 @@ def test_survey_problems_stop_the_import(surveys_app: Flask, tmp_path: Path) -> 
     wrong = _run(surveys_app, global_id("Customer", 99), file)
     assert wrong.exit_code == 2 and "Not a Survey id" in wrong.output
     draft = make_survey(open_it=False)
-    assert "is a draft" in _run(surveys_app, draft.id, file).output
+    output = _run(surveys_app, draft.id, file).output
+    assert f"Survey {global_id('Survey', draft.id)} is a draft" in output
     anonymous = make_survey(anonymous=True)
     assert "must not name customers" in _run(surveys_app, anonymous.id, file).output
     assert "No such file" in _run(surveys_app, anonymous.id, tmp_path / "none.csv").output
