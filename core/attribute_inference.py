@@ -26,7 +26,9 @@ from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
-from core.importers import CUSTOMER_COLUMNS, RecordReader, detect_format
+from core.importers import (
+    CUSTOMER_COLUMNS, RecordReader, check_customer_columns, detect_format,
+)
 
 MAX_CATEGORIES = 30
 _BOOLEAN = {"yes", "no", "true", "false"}
@@ -96,6 +98,9 @@ def infer_attributes(path: Path, *, file_format: str | None = None, encoding: st
     reader = RecordReader(path, detect_format(path, file_format), encoding)
     columns: dict[str, _Column] = {}
     try:
+        if reader.columns is not None:
+            # A header the import will refuse declares nothing (ImportFileError).
+            check_customer_columns(reader.columns)
         for key in reader.columns or ():
             if key not in CUSTOMER_COLUMNS and key not in declared:
                 columns[key] = _Column()

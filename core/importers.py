@@ -314,6 +314,22 @@ CUSTOMER_COLUMNS = frozenset({
     "owner_id", "attributes", "customer_since", "tenure_periods", "period",
 })
 CUSTOMER_REQUIRED = ("external_id",)
+def check_customer_columns(columns: Sequence[str]) -> None:
+    """Raise ``ImportFileError`` when a customer file's header cannot work: a required
+    column missing, or a column that would become an attribute with an invalid key."""
+    _missing_columns(columns, CUSTOMER_REQUIRED)
+    extra = [name for name in columns if name not in CUSTOMER_COLUMNS]
+    if extra:
+        # The schema's own key rule, checked once here rather than failing every row.
+        try:
+            CustomerSchema().load({"attributes": dict.fromkeys(extra, "")}, partial=True)
+        except ValidationError as exc:
+            problems = "; ".join(e.message for e in errors_from_marshmallow(exc))
+            raise ImportFileError(
+                f"Columns that are not customer fields become attributes, but: {problems}"
+            ) from None
+
+
 class CustomerImporter:
     """Rows become customers through ``import_customers`` (one transaction per batch)."""
 
@@ -321,17 +337,7 @@ class CustomerImporter:
         self.definitions = declared_attributes()
 
     def check_columns(self, columns: Sequence[str]) -> None:
-        _missing_columns(columns, CUSTOMER_REQUIRED)
-        extra = [name for name in columns if name not in CUSTOMER_COLUMNS]
-        if extra:
-            # The schema's own key rule, checked once here rather than failing every row.
-            try:
-                CustomerSchema().load({"attributes": dict.fromkeys(extra, "")}, partial=True)
-            except ValidationError as exc:
-                problems = "; ".join(e.message for e in errors_from_marshmallow(exc))
-                raise ImportFileError(
-                    f"Columns that are not customer fields become attributes, but: {problems}"
-                ) from None
+        check_customer_columns(columns)
 
     def import_batch(self, records: Sequence[Record]) -> BatchOutcome:
         outcome = BatchOutcome()

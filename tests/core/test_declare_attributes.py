@@ -58,3 +58,18 @@ def test_cli_declares_then_imports_typed_rows(app: Flask, tmp_path: Path) -> Non
         again = app.test_cli_runner().invoke(
             cli, ["import", "customers", str(path), "--declare-attributes"])
         assert again.exit_code == 0 and "declared attribute" not in again.output
+
+
+def test_a_header_the_import_refuses_declares_nothing(app: Flask, tmp_path: Path) -> None:
+    with app.app_context():
+        runner = app.test_cli_runner()
+        for header, problem in (("customerID,Contract,tenure\n", "external_id"),
+                                ("external_id,Senior Citizen,tenure\n", "'Senior Citizen'")):
+            path = tmp_path / "export.csv"
+            path.write_text(header + "C-1,Two year,5\n", encoding="utf-8")
+            result = runner.invoke(cli, ["import", "customers", str(path),
+                                         "--declare-attributes"])
+            assert result.exit_code == 1 and problem in result.output, result.output
+            assert "declared attribute" not in result.output and "Traceback" not in \
+                result.output
+            assert db.session.scalars(select(CustomerAttributeDefinition)).all() == []
