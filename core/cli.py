@@ -39,10 +39,32 @@ def instance_path() -> str:
     return os.environ.get("RAPPORT_INSTANCE_PATH") or Flask("rapport").instance_path
 
 
+def _checkout_instance() -> str | None:
+    """The nearest ``instance`` folder holding ``rapport.env``, from the current folder
+    upwards (as ``.env`` is found): a command run in a checkout's subfolder (``docs/``)
+    uses the checkout's development settings, keys and database."""
+    folder = os.path.abspath(os.getcwd())
+    while True:
+        candidate = os.path.join(folder, "instance")
+        if os.path.isfile(os.path.join(candidate, INSTANCE_CONFIG_FILE)):
+            return candidate
+        parent = os.path.dirname(folder)
+        if parent == folder:
+            return None
+        folder = parent
+
+
 def load_instance_config() -> None:
     """Apply the instance folder's ``rapport.env`` under everything else: the environment,
     ``--env-file``, ``.env`` and ``.flaskenv`` win (Flask loaded those already)."""
     path = os.path.join(instance_path(), INSTANCE_CONFIG_FILE)
+    if not os.path.isfile(path) and "RAPPORT_INSTANCE_PATH" not in os.environ:
+        found = _checkout_instance()
+        if found is None:
+            return
+        # The app must use that folder too (its keys, its SQLite database).
+        os.environ["RAPPORT_INSTANCE_PATH"] = found
+        path = os.path.join(found, INSTANCE_CONFIG_FILE)
     if not os.path.isfile(path):
         return
     from dotenv import dotenv_values

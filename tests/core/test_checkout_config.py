@@ -82,6 +82,17 @@ def test_db_upgrade_in_development_marks_the_checkout(checkout: Path) -> None:
     assert listed.exit_code == 0, listed.output
     assert os.environ["RAPPORT_ENV"] == "test"
 
+    # From a subfolder of the checkout (docs/), the checkout's instance folder is found
+    # upwards, as .env is: same mode, same keys and database.
+    del os.environ["RAPPORT_ENV"]
+    (checkout / "docs").mkdir()
+    os.chdir(checkout / "docs")
+    below = runner.invoke(cli, ["db", "upgrade"])
+    assert below.exit_code == 0, below.output
+    assert "database already up to date" in below.output
+    assert os.environ["RAPPORT_INSTANCE_PATH"] == str(checkout / "instance")
+    assert not (checkout / "docs" / "instance").exists()
+
 
 @pytest.mark.sqlite_only
 def test_dot_env_and_env_file_configure_the_cli(checkout: Path) -> None:
