@@ -41,7 +41,7 @@ from core import metrics
 from core.config import Settings
 from core.timeouts import is_statement_timeout
 from core.crypto import DecryptionError
-from core.connections import begin_read_only
+from core.connections import begin_read_only, release_read_only
 from core.http import (
     DECRYPTION_FAILED, DECRYPTION_MESSAGE, error_response, json_response,
 )
@@ -350,14 +350,16 @@ def graphql_endpoint() -> Any:
         metrics.graphql_errors(e["extensions"]["code"] for e in errors)
         return jsonify(errors=errors), prepared.status
     operation = get_operation_ast(prepared.document, operation_name)
-    if operation is not None and operation.operation is OperationType.QUERY:
-        begin_read_only()  # no BEGIN/ROLLBACK round trips (core.connections)
+    read_only = (operation is not None and operation.operation is OperationType.QUERY
+                 and begin_read_only())  # no BEGIN/ROLLBACK round trips (core.connections)
     metrics.graphql_operation(operation.name.value if operation and operation.name else None,
                               operation.operation.value if operation else None)
     with context.use(actor=principal.actor, operation=_operation_label(operation),
                      request_id=context.sane_request_id(request.headers.get("X-Request-Id"))):
         result = graphql.execute(prepared.document, principal, variables, operation_name,
                                  prepared.plans)
+    if read_only:
+        release_read_only()
     payload: dict[str, Any] = {}
     if result.errors:
         payload["errors"] = [format_error(e) for e in result.errors]

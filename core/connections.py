@@ -23,10 +23,12 @@ committed statement by statement.
 
 from __future__ import annotations
 
+import re
 import select
 from typing import Any
 
 from sqlalchemy import event, exc
+from sqlalchemy.engine import Engine
 from sqlalchemy.orm import Session
 from sqlalchemy.pool import Pool
 
@@ -72,23 +74,66 @@ def begin_read_only() -> bool:
     session = db.session()
     if session.in_transaction() or db.engine.dialect.name != "postgresql":
         return False
-    session.connection(execution_options={"isolation_level": "AUTOCOMMIT"})
+    session.connection(execution_options={"isolation_level": "AUTOCOMMIT",
+                                          READ_ONLY: True})
     session.info[READ_ONLY] = True
     return True
 
 
 def end_read_only(session: Session) -> None:
     """Leave read-only mode before a write: release the autocommit connection so the next
-    statement begins a real transaction."""
-    if session.info.pop(READ_ONLY, False):
-        session.commit()  # nothing to commit on an autocommit connection: no round trip
+    statement begins a real transaction. Objects added before the write's
+    ``transaction()`` are carried into it (not committed on their own); changed or
+    deleted objects are refused, as a flush would be."""
+    if not session.info.get(READ_ONLY):
+        return
+    if session.dirty or session.deleted:
+        raise RuntimeError(_REFUSED)
+    pending = list(session.new)
+    for instance in pending:
+        session.expunge(instance)
+    session.info.pop(READ_ONLY, None)
+    session.commit()  # nothing to commit on an autocommit connection: no round trip
+    session.add_all(pending)
+
+
+def release_read_only() -> None:
+    """The read-only request is done: hand its autocommit connection back (psycopg sends
+    nothing for a rollback outside a transaction) and leave read-only mode, so whatever
+    the same session runs next (a test's next request, a teardown hook) is a normal
+    transaction. Objects a resolver added without ``transaction()`` are discarded."""
+    session = db.session()
+    if session.info.get(READ_ONLY):
+        session.rollback()
+
+
+_REFUSED = ("A write in a read-only request must run inside core.services.transaction(); "
+            "it would not be atomic here.")
+#: What a statement on the read-only connection may start with.
+_READS = ("SELECT", "SET ", "SHOW", "RESET", "VALUES", "EXPLAIN", "(")
+_WRITE = re.compile(r"\b(INSERT|UPDATE|DELETE|MERGE|TRUNCATE|COPY)\b", re.IGNORECASE)
+
+
+@event.listens_for(Engine, "before_cursor_execute")
+def _refuse_statement_writes(conn: Any, cursor: Any, statement: str, parameters: Any,
+                             context: Any, executemany: bool) -> None:
+    """A statement that writes, run on the autocommit connection of a read-only request
+    (``session.execute(update(...))``, driver SQL, ``core.changes.record``), would commit
+    on its own: refused like an ORM flush (``transaction()`` is the way to write)."""
+    if not conn.get_execution_options().get(READ_ONLY):
+        return
+    head = statement.lstrip()[:8].upper()
+    if head.startswith(_READS):
+        return
+    if head.startswith("WITH") and not _WRITE.search(statement):
+        return
+    raise RuntimeError(_REFUSED)
 
 
 @event.listens_for(Session, "before_flush")
 def _refuse_writes_in_read_only(session: Session, flush_context: Any, instances: Any) -> None:
     if session.info.get(READ_ONLY) and (session.new or session.dirty or session.deleted):
-        raise RuntimeError("A write in a read-only request must run inside "
-                           "core.services.transaction(); it would not be atomic here.")
+        raise RuntimeError(_REFUSED)
 
 
 @event.listens_for(Session, "after_commit")

@@ -9,8 +9,9 @@ grow without bound, so the ``core.purge`` job (daily by the ``housekeeping`` sch
 - relayed events (``delivered_at`` set) older than ``RAPPORT_OUTBOX_RETENTION_DAYS``
   (default 7); events still waiting are never deleted, whatever their age;
 - finished jobs (succeeded, failed or cancelled) older than ``RAPPORT_JOB_RETENTION_DAYS``
-  (default 30), with their child jobs and their input and output files (bytes in the
-  database or in ``RAPPORT_FILES_DIR``), and uploaded files no job took within that time.
+  (default 30), with their child jobs and their output files (bytes in the database or
+  in ``RAPPORT_FILES_DIR``), and uploads older than that which no remaining job or
+  schedule names (an input stays while a job or schedule refers to it).
 
 The audit log is append-only and never purged. The purge itself is an audit entry with
 its counts (operation ``core.purge``).
@@ -89,6 +90,26 @@ def _remove_stored(paths: list[str]) -> None:
             log.warning("could not remove %s: %s", target, exc)
 
 
+def _referenced_uploads() -> set[int]:
+    """Ids of the stored files that a job (of any state, not yet purged) or a schedule
+    names as its ``file`` parameter."""
+    from core.ids import decode_global_id
+    from core.job_tables import Job, Schedule
+
+    found: set[int] = set()
+    for table in (Job, Schedule):
+        for parameters in db.session.scalars(select(table.parameters)):
+            reference = (parameters or {}).get("file")
+            if not isinstance(reference, str):
+                continue
+            try:
+                found.add(decode_global_id(reference)[1])
+            except ValueError:
+                if reference.isdigit():
+                    found.add(int(reference))
+    return found
+
+
 def purge(now: dt.datetime | None = None, *, outbox_days: int | None = None,
           job_days: int | None = None, dry_run: bool = False) -> PurgeResult:
     """Delete what retention allows (module docstring); commits batch by batch.
@@ -121,9 +142,12 @@ def purge(now: dt.datetime | None = None, *, outbox_days: int | None = None,
             select(func.count()).select_from(Job).where(jobs_due)) or 0)
         job_ids = select(Job.id).where(jobs_due | Job.parent_id.in_(
             select(Job.id).where(jobs_due)))
+        kept = _referenced_uploads()
         result.files = int(db.session.scalar(
             select(func.count()).select_from(StoredFile).where(
-                StoredFile.job_id.in_(job_ids) | unused_files_due)) or 0)
+                StoredFile.job_id.in_(job_ids))) or 0) + sum(
+            1 for file_id in db.session.scalars(select(StoredFile.id).where(
+                unused_files_due)) if file_id not in kept)
         db.session.rollback()
         return result
 
@@ -146,13 +170,21 @@ def purge(now: dt.datetime | None = None, *, outbox_days: int | None = None,
         result.jobs += len(ids)
         result.files += len(doomed)
 
+    # An upload is a job's input by reference (the job's ``file`` parameter), not by
+    # ``job_id``: one a job or a schedule still names stays, whatever its age.
+    kept = _referenced_uploads()
+    after = 0
     while rows := db.session.execute(select(StoredFile.id, StoredFile.path).where(
-            unused_files_due).order_by(StoredFile.id).limit(BATCH_SIZE)).all():
-        db.session.execute(delete(StoredFile).where(
-            StoredFile.id.in_([row.id for row in rows])))
-        db.session.commit()
-        _remove_stored([row.path for row in rows if row.path])
-        result.files += len(rows)
+            unused_files_due, StoredFile.id > after).order_by(StoredFile.id)
+            .limit(BATCH_SIZE)).all():
+        after = rows[-1].id
+        doomed = [row for row in rows if row.id not in kept]
+        if doomed:
+            db.session.execute(delete(StoredFile).where(
+                StoredFile.id.in_([row.id for row in doomed])))
+            db.session.commit()
+            _remove_stored([row.path for row in doomed if row.path])
+            result.files += len(doomed)
 
     changes.record(PURGE_JOB_KIND, [], {
         "outboxRetentionDays": [None, outbox_days], "jobRetentionDays": [None, job_days],

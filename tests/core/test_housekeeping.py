@@ -149,3 +149,30 @@ def test_now_defaults_to_the_clock(make_app: AppFactory) -> None:
         db.session.commit()
         # Relative to the real clock the event (dated a day before NOW) is old enough.
         assert purge(outbox_days=1).outbox_events == 1
+
+
+def test_an_upload_a_live_job_or_a_schedule_names_stays(make_app: AppFactory,
+                                                         tmp_path: Path) -> None:
+    global _FILE_SOURCE
+    _FILE_SOURCE = tmp_path / "input.csv"
+    _FILE_SOURCE.write_text("external_id,name\nC-1,Ada\n")
+    from core.job_tables import Schedule
+
+    app = make_app(RAPPORT_FILES_DIR=str(tmp_path / "shared"))
+    with app.app_context():
+        inputs = {name: _file(name, None, age_days=40)
+                  for name in ("running.csv", "scheduled.csv", "old-job.csv", "nobody.csv")}
+        db.session.commit()
+        running = _job(90, JobStatus.RUNNING)
+        running.parameters = {"file": files.file_id(inputs["running.csv"])}
+        old = _job(45, JobStatus.SUCCEEDED)
+        old.parameters = {"file": files.file_id(inputs["old-job.csv"])}
+        db.session.add_all([running, old, Schedule(
+            name="nightly-import", kind="core.import_customers", interval_seconds=86_400,
+            parameters={"file": files.file_id(inputs["scheduled.csv"])}, next_run_at=NOW)])
+        db.session.commit()
+        assert purge(NOW, dry_run=True).files == 1  # nobody.csv (old-job.csv's job stays)
+        done = purge(NOW)
+        # The old job goes first; then its input is no one's and goes too.
+        assert (done.jobs, done.files) == (1, 2)
+        assert _names() == ["running.csv", "scheduled.csv"]

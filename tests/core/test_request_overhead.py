@@ -258,6 +258,12 @@ class Probe:
                                        "customers:read"),
             "probeBareWrite": scoped(graphene.Field(graphene.Int, resolver=_bare_write),
                                      "customers:read"),
+            "probeStatementWrite": scoped(graphene.Field(
+                graphene.Int, resolver=_statement_write), "customers:read"),
+            "probePendingThenFail": scoped(graphene.Field(
+                graphene.Int, resolver=_pending_then_fail), "customers:read"),
+            "probePendingThenWrite": scoped(graphene.Field(
+                graphene.Int, resolver=_pending_then_write), "customers:read"),
         }
 
 
@@ -276,6 +282,52 @@ def _bare_write(root: Any, info: Any) -> int:
     db.session.flush()
     db.session.commit()
     return 1
+
+
+def _statement_write(root: Any, info: Any) -> int:
+    """A write by statement (no flush), then a failure: nothing may stay."""
+    db.session.scalar(select(func.count()).select_from(Customer))
+    record("probe.statement", [])
+    raise RuntimeError("the resolver fails after its write")
+
+
+def _pending(operation: str) -> None:
+    db.session.scalar(select(func.count()).select_from(Customer))
+    db.session.add(AuditEntry(actor={}, operation=operation, object_ids=[],
+                              request_id="probe"))
+
+
+def _pending_then_fail(root: Any, info: Any) -> int:
+    """An object added before a transaction that fails: it goes with the transaction."""
+    _pending("probe.pending-failed")
+    with transaction():
+        raise RuntimeError("the transaction fails")
+
+
+def _pending_then_write(root: Any, info: Any) -> int:
+    _pending("probe.pending-kept")
+    with transaction():
+        record("probe.pending-write", [])
+    return 1
+
+
+def _audit_count(app: Flask, operation: str) -> int:
+    with app.app_context():
+        return int(db.session.scalar(select(func.count()).select_from(AuditEntry).where(
+            AuditEntry.operation == operation)) or 0)
+
+
+def test_writes_of_a_query_commit_with_their_transaction_or_not_at_all(
+        make_app: AppFactory) -> None:
+    app = make_app(plugins=(Probe(),))
+    gql = GraphQL(app, admin_token(app))
+    failed = gql.raw("{ probeStatementWrite }").get_json()
+    assert failed["errors"] and _audit_count(app, "probe.statement") == 0
+    failed = gql.raw("{ probePendingThenFail }").get_json()
+    assert failed["errors"] and _audit_count(app, "probe.pending-failed") == 0
+    assert gql("{ probePendingThenWrite }") == {"probePendingThenWrite": 1}
+    assert _audit_count(app, "probe.pending-kept") == 1
+    assert _audit_count(app, "probe.pending-write") == 1
 
 
 def test_a_query_that_writes_in_a_transaction_commits_it_whole(make_app: AppFactory) -> None:
