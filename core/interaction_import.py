@@ -44,7 +44,7 @@ from core.importers import (
 )
 from core.models import CustomerStatus, Interaction
 from core.money import currency_decimals
-from core.schemas import FUTURE_TOLERANCE, InteractionSchema, _KIND
+from core.schemas import FUTURE_TOLERANCE, InteractionSchema, _KIND, has_surrogate
 from core.services import transaction
 from core.services.interactions import (
     BatchResult, interaction_schema, record_batch,
@@ -82,6 +82,14 @@ class FastCheck:
         occurred = values.get("occurred_at")
         if type(kind) is not str or kind not in self.kinds or type(occurred) is not str:
             return None
+        for key, value in values.items():
+            # NUL and lone surrogates: the schema refuses them, with its own message. (The
+            # file reader refuses them before; this check does not rely on it.)
+            if type(value) is str and ("\x00" in value or not value.isascii()
+                                       and has_surrogate(value)):
+                return None
+            if "\x00" in key or not key.isascii() and has_surrogate(key):
+                return None
         # The identity as the importer hands it to the schema (``_pending``), and its lengths.
         if len(str(values.get("source") or DEFAULT_SOURCE)) > 64 or \
                 len(str(values["external_id"])) > 200:
@@ -95,7 +103,8 @@ class FastCheck:
         if when > self.latest:
             return None
         channel = values.get("channel")
-        if channel is not None and (type(channel) is not str or len(channel) > 40):
+        if channel is not None and (type(channel) is not str or not channel
+                                    or len(channel) > 40):
             return None
         amount, currency = values.get("amount"), values.get("currency")
         units: int | None = None

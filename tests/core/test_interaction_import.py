@@ -111,6 +111,13 @@ CASES: list[tuple[dict[str, Any], bool]] = [
     ({"kind": "call", "occurred_at": "2025-03-01", "items": [{"sku": "A"}]}, False),
     ({"kind": "call", "occurred_at": "2025-03-01", "payload": {"a": 1}}, False),
     ({"kind": "call", "occurred_at": "2025-03-01", "payload": "text"}, False),
+    # What the file reader refuses first; the check refuses it by itself too (review).
+    ({"kind": "call", "occurred_at": "2025-03-01", "channel": ""}, False),
+    ({"kind": "call", "occurred_at": "2025-03-01", "channel": "w\x00b"}, False),
+    ({"kind": "call", "occurred_at": "2025-03-01", "store": "Par\ud800is"}, False),
+    ({"kind": "call", "occurred_at": "2025-03-01", "st\x00re": "Paris"}, False),
+    ({"kind": "call", "occurred_at": "2025-03-01", "\udfffkey": "Paris"}, False),
+    ({"kind": "call", "occurred_at": "2025-03-01", "store": "Zürich"}, True),
 ]
 
 
