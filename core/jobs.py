@@ -590,7 +590,11 @@ class _Run:
                 conn.execute(update(Job).where(*self._mine()).values(**values))
                 requested = conn.execute(select(Job.cancel_requested).where(
                     Job.id == self.job_id)).scalar()
-                if self.parent_id is not None and "progress" in values:
+            if self.parent_id is not None and "progress" in values:
+                # Its own transaction: holding this child's row while waiting for the
+                # parent's would deadlock with cancel_job and _settle, which lock the
+                # parent first and then update the children.
+                with engine.begin() as conn:
                     conn.execute(update(Job).where(
                         Job.id == self.parent_id, Job.status == JobStatus.RUNNING).values(
                         progress=_children_progress(self.parent_id)))
