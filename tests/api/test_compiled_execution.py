@@ -32,6 +32,7 @@ from core.models import Customer
 from core.services.customers import create_customer, update_customer
 from core.services.interactions import record_interactions
 from core.services.staff import create_agent
+from tests.api.test_execution import Quirks
 from tests.conftest import AppFactory
 
 
@@ -49,9 +50,6 @@ class Shapes:
         def fail(root: Any, info: Any) -> str:
             raise ValueError("resolver failed")
 
-        async def later(root: Any, info: Any) -> str:
-            return "awaited"
-
         async def later_customers(root: Any, info: Any) -> list[Customer]:
             return _customers()[:2]
 
@@ -60,13 +58,11 @@ class Shapes:
             return [loader.load(c.id) for c in _customers()[:2]]
 
         customer = CustomerType
+        # The misbehaving scalars of test_execution.py, plus lists and arguments.
+        quirks = Quirks().rapport_graphql_query_fields()
         return {
-            "failing": scoped(graphene.Field(graphene.String, resolver=fail), "admin"),
-            "nullRequired": scoped(graphene.Field(graphene.String, required=True,
-                                                  resolver=lambda root, info: None), "admin"),
-            "badInt": scoped(graphene.Field(graphene.Int, resolver=lambda root, info: "x"),
-                             "admin"),
-            "awaited": scoped(graphene.Field(graphene.String, resolver=later), "admin"),
+            **{name: quirks[name] for name in ("failing", "nullRequired", "badInt",
+                                               "awaited")},
             "echo": scoped(graphene.Field(graphene.String, text=graphene.String(),
                                           times=graphene.Int(default_value=1),
                                           resolver=lambda root, info, text=None, times=1:
