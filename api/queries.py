@@ -2,12 +2,18 @@
 
 from __future__ import annotations
 
+import contextvars
 import datetime as dt
 import enum
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
 from typing import Any
 
 import graphene
 from graphene import relay
+from graphene.types.unmountedtype import UnmountedType
+from graphene.utils.str_converters import to_camel_case
+from graphql import GraphQLError
 from sqlalchemy import ColumnElement, func, literal_column, select
 
 from api.authorization import node_scope
@@ -21,11 +27,15 @@ from api.types import (
     scoped,
 )
 from core.app import rapport
+from core.auth import Principal
 from core.db import MAX_ID, db
 from core.errors import ErrorCode, UserError
 from core.models import Agent, Alert, Customer, CustomerAttributeDefinition as AttributeRow
 from core.services import customers as customer_service
-from core.services.segments import customer_conditions, validate_filter
+from core.services.segments import (
+    CustomerFilterField, customer_conditions, filter_fields, plugin_fields_used,
+    validate_filter,
+)
 
 
 class AttributeCondition(graphene.InputObjectType):
@@ -36,8 +46,12 @@ class AttributeCondition(graphene.InputObjectType):
     max = graphene.Float()
 
 
-class CustomerFilterInput(graphene.InputObjectType):
-    """A segment: every condition given must hold (lists mean "any of")."""
+class CustomerFilterBase(graphene.InputObjectType):
+    """Core's fields of ``CustomerFilterInput``; the schema's type adds every enabled
+    plugin's (``rapport_customer_filters``)."""
+
+    class Meta:
+        abstract = True
 
     search = graphene.String(description="Substring of the name (case and accents ignored).")
     email = graphene.String(description="The exact e-mail address (case and surrounding "
@@ -70,6 +84,43 @@ class CustomerFilterInput(graphene.InputObjectType):
     owner_id = graphene.ID()
 
 
+# --- CustomerFilterInput is built per schema (plugins add fields); refer to it lazily -----
+
+_filter_input: contextvars.ContextVar[type[graphene.InputObjectType]] = contextvars.ContextVar(
+    "rapport_customer_filter_input")
+
+
+def build_filter_input(extra: Mapping[str, CustomerFilterField]
+                       ) -> type[graphene.InputObjectType]:
+    """The schema's ``CustomerFilterInput``: core's fields and ``extra`` (by snake_case name)."""
+    return type("CustomerFilterInput", (CustomerFilterBase,), {
+        "Meta": type("Meta", (), {"description": 'A segment: every condition given must hold '
+                                                 '(lists mean "any of").'}),
+        **{name: field.graphql_type for name, field in extra.items()}})
+
+
+@contextmanager
+def filter_input_of(input_type: type[graphene.InputObjectType]) -> Iterator[None]:
+    """While a schema is built: ``CustomerFilterInput()`` fields and arguments mean it."""
+    token = _filter_input.set(input_type)
+    try:
+        yield
+    finally:
+        _filter_input.reset(token)
+
+
+def _schema_filter_input() -> type[graphene.InputObjectType]:
+    return _filter_input.get()
+
+
+class CustomerFilterInput(UnmountedType):
+    """The customer filter as an argument or input field (``filter = CustomerFilterInput()``):
+    the schema's type, with the enabled plugins' fields, resolved when the schema is built."""
+
+    def get_type(self) -> Any:
+        return _schema_filter_input
+
+
 class CustomerOrderField(enum.Enum):
     CREATED_AT = "created_at"
     UPDATED_AT = "updated_at"
@@ -90,11 +141,22 @@ class CustomerOrder(graphene.InputObjectType):
     direction = OrderDirectionEnum(default_value=OrderDirection.ASC.value)
 
 
-def customer_filter_spec(raw: dict[str, Any] | None) -> dict[str, Any]:
+def customer_filter_spec(raw: dict[str, Any] | None, principal: Principal) -> dict[str, Any]:
     """A ``CustomerFilterInput`` as the validated spec ``customer_conditions`` takes, or a
     ``UserError`` (fields relative to the filter: ``country.0``, ``ownerId``). For plugin
-    fields that take a segment and report typed errors."""
+    fields that take a segment and report typed errors.
+
+    A plugin's field needs its scope (``CustomerFilterField.scope``), also inside a filter
+    the value carries (a saved segment's): the filter would reveal the plugin's data (who
+    is in a segment). Without it the filter is refused with a FORBIDDEN ``GraphQLError``
+    (variables are only known here, not at validation).
+    """
     data = plain(raw or {})
+    # Checked before validating, so a key without the scope learns nothing (not even
+    # whether a segment exists); the filters a value carries once it is loaded.
+    for name, field in filter_fields().items():
+        if data.get(name) is not None:
+            _need_scope(principal, name, field)
     for key in ("created_after", "created_before", "last_purchase_after",
                 "last_purchase_before"):
         if data.get(key) is not None:
@@ -113,12 +175,23 @@ def customer_filter_spec(raw: dict[str, Any] | None) -> dict[str, Any]:
     for cond in data.get("attributes") or []:
         if "in_" in cond:
             cond["in"] = cond.pop("in_")
-    return validate_filter(data)
+    spec = validate_filter(data)
+    for field in plugin_fields_used(spec):
+        _need_scope(principal, field.name, field)
+    return spec
 
 
-def _filter_spec(raw: dict[str, Any] | None) -> dict[str, Any]:
+def _need_scope(principal: Principal, name: str, field: CustomerFilterField) -> None:
+    if not principal.allows(field.scope):
+        raise GraphQLError(f"Filtering customers on {to_camel_case(name)} needs the "
+                           f"{field.scope} scope, which this API key lacks.",
+                           extensions={"code": "FORBIDDEN"})
+
+
+def _filter_conditions(raw: dict[str, Any] | None, principal: Principal
+                       ) -> list[ColumnElement[bool]]:
     try:
-        return customer_filter_spec(raw)
+        return customer_conditions(customer_filter_spec(raw, principal))
     except UserError as exc:
         raise bad_input("; ".join(f"filter.{e.field}: {e.message}" if e.field else e.message
                                   for e in exc.errors)) from None
@@ -141,7 +214,7 @@ def resolve_customers(root: Any, info: Any, first: int | None = None, after: str
                       filter: dict[str, Any] | None = None, order_by: dict[str, Any] | None = None
                       ) -> Page:
     size = page_size(first)
-    conditions = customer_conditions(_filter_spec(filter))
+    conditions = _filter_conditions(filter, ctx(info).principal)
     order = plain(order_by or {})
     sort_key = order.get("field", "created_at")
     descending = order.get("direction", "asc") == "desc"

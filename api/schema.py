@@ -16,10 +16,11 @@ from api.audit import audit_query_fields
 from api.authorization import domain, guard_abstract_types, type_domains
 from api.jobs import JOB_MUTATIONS, job_query_fields
 from api.mutations import CORE_MUTATIONS, RapportMutation
-from api.queries import core_query_fields
+from api.queries import build_filter_input, core_query_fields, filter_input_of
 from api.types import AlertType, CustomerBase, Interaction, _customer_type, node_type
 from core.models import Customer
 from core.plugins import call_each
+from core.services.segments import collect_filter_fields
 
 
 class SchemaError(RuntimeError):
@@ -80,6 +81,11 @@ def _scope_of(kind: str, name: str, value: Any) -> str:
 
 
 def build_schema(pm: pluggy.PluginManager) -> RapportSchema:
+    with filter_input_of(build_filter_input(collect_filter_fields(pm))):
+        return _build_schema(pm)
+
+
+def _build_schema(pm: pluggy.PluginManager) -> RapportSchema:
     hook = pm.hook
     query = _collect("Query field", {**core_query_fields(), **job_query_fields(),
                                      **audit_query_fields()},
@@ -127,4 +133,19 @@ def build_schema(pm: pluggy.PluginManager) -> RapportSchema:
             f"with api.connection()/api.error_type() or mark a value type @api.structural "
             f"(docs/writing_a_plugin.md).")
     guard_abstract_types(schema.graphql_schema, domains)
-    return RapportSchema(schema, scopes, domains)
+    return RapportSchema(schema, {**_type_field_scopes(schema.graphql_schema), **scopes},
+                         domains)
+
+
+def _type_field_scopes(graphql_schema: GraphQLSchema) -> dict[tuple[str, str], str]:
+    """Fields of any (plugin) type marked with ``api.scoped``: a field leading into another
+    domain (a count or connection of customers on a segment) needs that scope too."""
+    found: dict[tuple[str, str], str] = {}
+    for name, graphql_type in graphql_schema.type_map.items():
+        graphene_type = getattr(graphql_type, "graphene_type", None)
+        meta = getattr(graphene_type, "_meta", None)
+        for attr, field in (getattr(meta, "fields", None) or {}).items():
+            scope = getattr(field, "rapport_scope", None)
+            if scope:
+                found[(name, getattr(field, "name", None) or to_camel_case(attr))] = scope
+    return found

@@ -2,7 +2,8 @@
 
 Our own thin view rather than a third-party one: the validation rules (scopes, depth,
 cost) and the error shaping are ours, and parsed + validated documents are cached by a
-digest of the query text and the caller's scopes, within a memory bound. The limits of
+digest of the query text and the caller's scopes, within a memory bound (the checks that
+do not depend on the scopes are shared by the entries of one text). The limits of
 api/limits.py run before graphql-core's rules (docs/graphql.md, "Limits and the cost
 model").
 """
@@ -65,6 +66,12 @@ class Prepared:
     size: int = 0  # estimated bytes held, for the cache's bound
     #: The compiled execution plans of a valid document (api/execution.py), kept with it.
     plans: PlanCache | None = None
+    #: The document once every check but authorization passed (whether or not the
+    #: authorization rule then refused it), and whether the caller could introspect (the
+    #: one right those checks depend on): another key's request for the same text, kept in
+    #: the service's ``_checked``, only runs the authorization rule.
+    checked: DocumentNode | None = None
+    introspection: bool = False
 
 
 class GraphQLService:
@@ -77,6 +84,9 @@ class GraphQLService:
         # Keyed by a digest of the text, never the text; bounded in bytes, not entries.
         self._cache: OrderedDict[tuple[bytes, frozenset[str]], Prepared] = OrderedDict()
         self._cache_bytes = 0
+        #: Documents that passed every scope-independent check, shared by the cached
+        #: entries of the same text (counted: dropped with the last entry holding one).
+        self._checked: dict[tuple[bytes, bool], tuple[DocumentNode, int]] = {}
         self._lock = Lock()
         limits.bound_overlap_validation()
 
@@ -87,30 +97,62 @@ class GraphQLService:
     def prepare(self, query: str, principal: Principal) -> Prepared:
         if len(query) > MAX_CACHED_QUERY:
             return self._prepare(query, principal)
-        key = (hashlib.sha256(query.encode("utf-8", "surrogatepass")).digest(),
-               principal.scopes)
+        digest = hashlib.sha256(query.encode("utf-8", "surrogatepass")).digest()
+        key = (digest, principal.scopes)
+        checked_key = (digest, self.introspection_allowed(principal))
         with self._lock:
             cached = self._cache.get(key)
             if cached is not None:
                 self._cache.move_to_end(key)
                 return cached
-        prepared = self._prepare(query, principal)
+            checked = self._checked.get(checked_key)
+        prepared = self._prepare(query, principal, checked[0] if checked else None)
         prepared.size = _AST_BYTES_PER_CHAR * len(query) + 512 + (
             prepared.plans.estimated_bytes(len(query)) if prepared.plans else 0)
         with self._lock:
             if key not in self._cache:
                 self._cache[key] = prepared
                 self._cache_bytes += prepared.size
+                if prepared.checked is not None:
+                    document, count = self._checked.get(checked_key, (prepared.checked, 0))
+                    self._checked[checked_key] = (document, count + 1)
             while self._cache_bytes > CACHE_BYTES:
-                _, evicted = self._cache.popitem(last=False)
+                evicted_key, evicted = self._cache.popitem(last=False)
                 self._cache_bytes -= evicted.size
+                if evicted.checked is not None:
+                    held_key = (evicted_key[0], evicted.introspection)
+                    document, count = self._checked[held_key]
+                    if count > 1:
+                        self._checked[held_key] = (document, count - 1)
+                    else:
+                        del self._checked[held_key]
         return prepared
 
     @property
     def cache_bytes(self) -> int:
         return self._cache_bytes
 
-    def _prepare(self, query: str, principal: Principal) -> Prepared:
+    def _prepare(self, query: str, principal: Principal,
+                 checked: DocumentNode | None = None) -> Prepared:
+        """Check a document for this principal; ``checked``: the same text, already through
+        every check but authorization (for a principal with the same introspection right)."""
+        allowed = self.introspection_allowed(principal)
+        document = checked
+        if document is None:
+            outcome = self._check(query, allowed)
+            if isinstance(outcome, Prepared):
+                return outcome
+            document = outcome
+        errors = validate(self.schema.graphql_schema, document, [
+            authorization_rule(principal, self.schema.field_scopes, self.schema.type_domains)])
+        prepared = (_refused(errors) if errors
+                    else Prepared(document, [], 200, plans=PlanCache(document)))
+        prepared.checked, prepared.introspection = document, allowed
+        return prepared
+
+    def _check(self, query: str, allowed: bool) -> Prepared | DocumentNode:
+        """Every check that does not depend on the caller's scopes (only on whether it may
+        introspect): the parsed document, or the refusal."""
         if len(query) > limits.MAX_DOCUMENT_CHARS:
             return Prepared(None, [GraphQLError(
                 f"The document is longer than {limits.MAX_DOCUMENT_CHARS:,} characters; "
@@ -128,7 +170,6 @@ class GraphQLService:
                 "The document nests too deeply to be parsed.",
                 extensions={"code": "QUERY_TOO_COMPLEX"})], 400)
         schema = self.schema.graphql_schema
-        allowed = self.introspection_allowed(principal)
         # Our limits first: they are linear in the document, and a document they refuse
         # never reaches the other checks and the standard rules, some of which are not.
         analysis = limits.analyse(schema, document, self.cost_tables)
@@ -150,18 +191,9 @@ class GraphQLService:
             # Aborted for the work it needed (not for too many errors): too complex.
             if isinstance(error, ValidationAbortedError) and "limit" not in error.message:
                 error.extensions = {"code": "QUERY_TOO_COMPLEX"}
-        if not errors:
-            errors = validate(schema, document, [
-                authorization_rule(principal, self.schema.field_scopes,
-                                   self.schema.type_domains)])
-        for error in errors:
-            if not error.extensions:
-                error.extensions = {"code": "GRAPHQL_VALIDATION_FAILED"}
-        if any(e.extensions.get("code") == "FORBIDDEN" for e in errors):
-            return Prepared(None, list(errors), 403)
         if errors:
-            return Prepared(None, list(errors), 400)
-        return Prepared(document, [], 200, plans=PlanCache(document))
+            return _refused(errors)
+        return document
 
     def execute(self, document: DocumentNode, principal: Principal,
                 variables: dict[str, Any] | None, operation_name: str | None,
@@ -181,6 +213,15 @@ class GraphQLService:
             return result  # type: ignore[return-value]
 
         return run_coroutine(run())
+
+
+def _refused(errors: list[GraphQLError]) -> Prepared:
+    for error in errors:
+        if not error.extensions:
+            error.extensions = {"code": "GRAPHQL_VALIDATION_FAILED"}
+    if any(e.extensions.get("code") == "FORBIDDEN" for e in errors):
+        return Prepared(None, list(errors), 403)
+    return Prepared(None, list(errors), 400)
 
 
 _NUL = "\x00"

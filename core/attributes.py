@@ -9,11 +9,12 @@ import math
 from collections.abc import Mapping
 from typing import Any
 
-from sqlalchemy import select
+from sqlalchemy import ColumnElement, func, select
 
 from core.db import db
 from core.errors import ErrorCode, FieldError
-from core.models import AttributeType, CustomerAttributeDefinition
+from core.ids import global_id
+from core.models import AttributeType, Customer, CustomerAttributeDefinition
 
 _TRUE = frozenset({"true", "yes", "y", "1"})
 _FALSE = frozenset({"false", "no", "n", "0"})
@@ -91,3 +92,50 @@ def typed_attributes(attributes: Mapping[str, Any],
             errors.append(FieldError(f"{definition.label}: {exc}", ErrorCode.INVALID,
                                      f"attributes.{key}"))
     return typed, errors
+
+
+#: Customers read per round trip when stored values are checked against a declaration.
+CHECK_CHUNK = 5000
+
+
+def _has_key(key: str) -> ColumnElement[bool]:
+    if db.session.get_bind().dialect.name == "postgresql":
+        return Customer.attributes.op("?")(key)  # JSONB: has the key
+    return func.json_type(Customer.attributes, f'$."{key}"').is_not(None)  # keys: \w only
+
+
+def stored_misfits(definition: CustomerAttributeDefinition) -> FieldError | None:
+    """An error when customers already hold values of ``definition.key`` that its type
+    (or its categories) cannot hold, naming how many and one customer; None when they all
+    fit. Declaring a type over such values would leave data the type promises away (a
+    number attribute holding "many"), so ``define_customer_attribute`` refuses it: the
+    values are corrected or removed first. The values are streamed in chunks of
+    ``CHECK_CHUNK`` and checked with the same rule as every write (``typed_attribute``)."""
+    if AttributeType(definition.type) is AttributeType.TEXT:
+        return None  # text holds any value
+    stmt = (select(Customer.id, Customer.attributes[definition.key])
+            .where(_has_key(definition.key)).order_by(Customer.id)
+            .execution_options(yield_per=CHECK_CHUNK))
+    count = 0
+    example: tuple[int, Any, str] | None = None
+    for customer_id, value in db.session.execute(stmt):
+        if value is None:
+            continue
+        try:
+            typed_attribute(definition, value)
+        except ValueError as exc:
+            count += 1
+            if example is None:
+                example = (customer_id, value, str(exc))
+    if example is None:
+        return None
+    customer_id, value, reason = example
+    kind = AttributeType(definition.type).value
+    field = "categories" if kind == "category" else "type"
+    return FieldError(
+        f"{count:,} stored value{'s' if count > 1 else ''} of attribute {definition.key!r} "
+        f"{'do' if count > 1 else 'does'} not fit the type {kind}: e.g. customer "
+        f"{global_id('Customer', customer_id)} holds {value!r} ({reason[:1].lower()}"
+        f"{reason[1:]}). Correct or remove {'those values' if count > 1 else 'that value'} "
+        f"first (updateCustomer with attributes {{{definition.key}: null}} removes one), "
+        f"then declare the attribute again.", ErrorCode.CONFLICT, field)

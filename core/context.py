@@ -35,10 +35,17 @@ class Actor:
     api_key_prefix: str | None = None
     on_behalf_of_agent_id: int | None = None
     via: str = "graphql"
+    #: With ``via == "rule"``: the rules whose actions led to this change, the acting
+    #: rule last. A rule never runs for an event its own chain caused (no loops).
+    rule_ids: tuple[int, ...] = ()
+    #: With ``rule_ids``: the id of the event that started the chain (not caused by a
+    #: rule), so the care plugin bounds the runs one event may cause in all.
+    rule_root: str | None = None
 
     def to_json(self) -> dict[str, Any]:
-        """camelCase, with global ids: the shape of audit entries, events and jobs."""
-        return {
+        """camelCase, with global ids: the shape of audit entries, events and jobs
+        (``ruleIds`` only when a rule acts)."""
+        shape: dict[str, Any] = {
             "agentId": None if self.agent_id is None else global_id("Agent", self.agent_id),
             "service": self.service,
             "apiKeyPrefix": self.api_key_prefix,
@@ -46,6 +53,11 @@ class Actor:
                                   else global_id("Agent", self.on_behalf_of_agent_id)),
             "via": self.via,
         }
+        if self.rule_ids:
+            shape["ruleIds"] = [global_id("Rule", r) for r in self.rule_ids]
+            if self.rule_root is not None:
+                shape["ruleRoot"] = self.rule_root
+        return shape
 
     @classmethod
     def from_json(cls, data: Mapping[str, Any]) -> Actor:
@@ -61,7 +73,11 @@ class Actor:
         return cls(agent_id=agent(data.get("agentId")), service=data.get("service"),
                    api_key_prefix=data.get("apiKeyPrefix"),
                    on_behalf_of_agent_id=agent(data.get("onBehalfOfAgentId")),
-                   via=str(data.get("via") or "graphql"))
+                   via=str(data.get("via") or "graphql"),
+                   rule_ids=tuple(decode_global_id(str(r), "Rule")[1]
+                                  for r in data.get("ruleIds") or ()),
+                   rule_root=(None if data.get("ruleRoot") is None
+                              else str(data["ruleRoot"])))
 
 
 @dataclass(frozen=True)

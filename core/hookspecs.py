@@ -22,6 +22,8 @@ if TYPE_CHECKING:
 
     from core.jobs import JobKind
     from core.models import Alert, Customer, Interaction
+    from core.services.segments import CustomerFilterField
+    from core.rules import RuleAction, RuleTrigger
 
 PROJECT = "rapport"
 hookspec = pluggy.HookspecMarker(PROJECT)
@@ -94,6 +96,20 @@ def rapport_interaction_kinds() -> list[tuple[str, str]] | None:
 
     Kinds are lowercase words (``complaint``, ``survey_response``). Recording an
     interaction of an unregistered kind is a validation error.
+    """
+
+
+@hookspec
+def rapport_customer_filters() -> list[CustomerFilterField] | None:
+    """Return extra fields of the customer filter (``core.services.segments.CustomerFilterField``).
+
+    Collected once per app. Each field has a snake_case ``name`` (camelCase in GraphQL),
+    a marshmallow ``field`` that validates its value, a graphene ``graphql_type`` for the
+    ``CustomerFilterInput`` of the schema, a ``condition(value)`` giving one set-based SQL
+    condition on ``core.models.Customer``, and the ``scope`` a GraphQL caller needs to use
+    it (your read scope). Every place that takes the customer filter (``customers``,
+    survey analysis segments, ``validate_filter`` in the CLI and routes) then takes it. A
+    name that clashes with core's or another plugin's field fails with a ``ConfigError``.
     """
 
 
@@ -210,6 +226,31 @@ def rapport_events_relayed(events: list[dict[str, Any]]) -> None:
     them: raising rolls the relay back and the same events come again later (consumers
     must be idempotent on ``id``). Do not call the network here: record what to do in
     your own tables and hand it to a job (the webhooks plugin queues deliveries).
+    """
+
+
+# --- Rules (see core/rules.py; the care plugin runs them) -------------------------------
+
+
+@hookspec
+def rapport_rule_triggers() -> list[RuleTrigger] | None:
+    """Return the event types you offer as rule triggers, as ``core.rules.RuleTrigger``.
+
+    Any declared event type (``rapport_event_types``) may trigger a rule; a trigger
+    declared here is listed with its description in GraphQL ``ruleTriggers`` so a rule
+    editor can offer it. Conditions of a rule test the fields of the type's payload schema.
+    """
+
+
+@hookspec
+def rapport_rule_actions() -> list[RuleAction] | None:
+    """Return what rules may do, as ``core.rules.RuleAction``s named ``plugin.verb``.
+
+    Each carries a marshmallow schema of its parameters (checked when a rule is saved and
+    again at each run), the domain whose write scope the rule's creator needs, and
+    ``function(event, parameters, context)``. The function runs in its own transaction,
+    acting as the key that created the rule (``via: "rule"``); write through your services
+    so the change is audited. Events it causes do not trigger the same rule again.
     """
 
 

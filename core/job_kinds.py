@@ -66,14 +66,28 @@ def import_file(entity: Entity, parameters: dict[str, Any], progress: Progress
 
 
 def _declare_from_file(source: Any, parameters: dict[str, Any]) -> list[dict[str, Any]]:
-    """Declare the undeclared attribute columns of a customer file (types inferred)."""
+    """Declare the undeclared attribute columns of a customer file (types inferred). When
+    customers already hold values of a column that its inferred type cannot hold, nothing
+    is declared and nothing imported: the error names the column, how many values and a
+    customer (``core.attributes.stored_misfits``)."""
     from core.attribute_inference import infer_attributes
-    from core.attributes import declared_attributes
+    from core.attributes import declared_attributes, stored_misfits
+    from core.errors import FieldError
+    from core.models import AttributeType, CustomerAttributeDefinition
     from core.services.staff import define_customer_attribute
 
     found = infer_attributes(source, file_format=parameters.get("format"),
                              encoding=parameters["encoding"],
                              declared=set(declared_attributes()))
+    misfits: list[FieldError] = []
+    for declaration in found:
+        misfit = stored_misfits(CustomerAttributeDefinition(
+            key=declaration["key"], type=AttributeType(declaration["type"]),
+            label=declaration["label"], categories=declaration.get("categories")))
+        if misfit is not None:
+            misfits.append(FieldError(misfit.message, misfit.code, "declareAttributes"))
+    if misfits:
+        raise UserError(misfits)
     for declaration in found:
         define_customer_attribute(declaration)
     return found

@@ -79,6 +79,11 @@ DEFAULT_MAX_ATTEMPTS = 3
 DEFAULT_HEARTBEAT_SECONDS = 5.0
 #: Progress rows are written at most this often (the last report always is).
 _PROGRESS_EVERY = 0.5
+#: How long a progress or heartbeat write waits for a locked SQLite file. The lock is often
+#: the job's own open write transaction (a scoring chunk's staging rows): waiting the
+#: driver's default 5 s could never succeed and only stalled the job, twice per chunk. A
+#: report that does not get through is made good by the next one.
+_SQLITE_REPORT_WAIT_MS = 100
 EXTENSION = "rapport_jobs"
 
 
@@ -586,7 +591,7 @@ class _Run:
     def write(self, engine: Engine, values: dict[str, Any]) -> None:
         """Update the row if this attempt still owns it; note a cancellation request."""
         try:
-            with engine.begin() as conn:
+            with engine.begin() as conn, _brief_sqlite_lock_wait(conn.connection):
                 conn.execute(update(Job).where(*self._mine()).values(**values))
                 requested = conn.execute(select(Job.cancel_requested).where(
                     Job.id == self.job_id)).scalar()
@@ -607,6 +612,22 @@ class _Run:
     def beat(self, engine: Engine, every: float) -> None:
         while not self.stop.wait(every):
             self.write(engine, {"heartbeat_at": utcnow()})
+
+
+@contextmanager
+def _brief_sqlite_lock_wait(dbapi_connection: Any) -> Iterator[None]:
+    """On SQLite, wait at most ``_SQLITE_REPORT_WAIT_MS`` for the write lock inside the
+    block, then give the pooled connection its own lock wait back."""
+    raw = getattr(dbapi_connection, "driver_connection", None)
+    if raw is None or not type(raw).__module__.startswith("sqlite3"):
+        yield
+        return
+    before = raw.execute("PRAGMA busy_timeout").fetchone()[0]
+    raw.execute(f"PRAGMA busy_timeout = {_SQLITE_REPORT_WAIT_MS}")
+    try:
+        yield
+    finally:
+        raw.execute(f"PRAGMA busy_timeout = {int(before)}")
 
 
 def _children_progress(parent_id: int) -> Any:

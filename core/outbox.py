@@ -26,6 +26,7 @@ from typing import Any
 from flask import Flask, current_app
 from marshmallow import Schema
 from sqlalchemy import event, func, select, text, update
+from sqlalchemy.exc import OperationalError
 from sqlalchemy.orm import ORMExecuteState, Session
 
 from core import context
@@ -337,10 +338,23 @@ class EmbeddedRelay:
                     break
                 try:
                     relay_all()
+                except OperationalError as exc:
+                    if not sqlite_busy(exc):
+                        log.exception("outbox relay pass failed")
+                    else:  # another process writes (rapport demo, an import): next pass
+                        log.debug("outbox relay: the SQLite database is busy; retrying in "
+                                  "%.1f s", self.poll)
                 except Exception:  # noqa: BLE001 - keep relaying; the rows stay undelivered
                     log.exception("outbox relay pass failed")
                 finally:
                     db.session.remove()
+
+
+def sqlite_busy(exc: OperationalError) -> bool:
+    """SQLite's "database is locked" (or busy): another connection held the write lock
+    longer than the busy timeout. Not a failure: the same rows are relayed on a later pass."""
+    message = str(exc.orig if exc.orig is not None else exc).lower()
+    return "database is locked" in message or "database is busy" in message
 
 
 def relay_mode(app: Flask) -> str:

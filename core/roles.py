@@ -19,11 +19,12 @@ ROLE_SCOPES: dict[AgentRole, tuple[str, ...]] = {
     # Runs a team: reads and changes everything in the domains, merges and exports
     # customers, reads the audit log; no erasure, no API keys, no acting as others.
     AgentRole.TEAM_LEADER: ("*:read", "*:write", "customers:merge", "customers:export"),
-    # Owns customer relationships: their data, history, loyalty and churn work.
+    # Owns customer relationships: their data, history, loyalty and churn work, and the
+    # follow-up tasks of their at-risk customers.
     AgentRole.ACCOUNT_MANAGER: (
         "customers:read", "customers:write", "customers:export", "interactions:*",
         "loyalty:*", "churn:*", "segments:*", "surveys:read", "complaints:read",
-        "alerts:read", "agents:read",
+        "alerts:read", "agents:read", "tasks:*",
     ),
     # Front line: customers' requests, complaints, points at the counter, surveys.
     AgentRole.SERVICE_REPRESENTATIVE: (

@@ -49,6 +49,9 @@ DEFAULT_SCHEDULES: dict[str, dict[str, Any]] = {
     "complaints-escalation": {"kind": "complaints.escalate", "interval_seconds": 900},
     "complaints-detection": {"kind": "complaints.detect", "cron": "5 * * * *"},
     "churn-check": {"kind": "churn.check", "cron": "30 0 * * *"},
+    "segments-value-tiers": {"kind": "segments.tiers", "cron": "40 2 * * *"},
+    # The care plugin's at-risk loop: each advisor's warning list, on the 1st of the month.
+    "care-at-risk": {"kind": "care.at_risk", "cron": "0 6 1 * *"},
     # Fallbacks: commits queue these at once; the schedules catch what a lost wake-up or a
     # webhook retry due later leaves behind.
     "outbox-relay": {"kind": "core.relay_outbox", "interval_seconds": 60},

@@ -1,16 +1,30 @@
-"""Segments: turn a validated customer filter into SQL conditions (no Python loops)."""
+"""Segments: turn a validated customer filter into SQL conditions (no Python loops).
+
+The filter is core's fields (``core.schemas.CustomerFilterSchema``) plus the fields the
+enabled plugins contribute through ``rapport_customer_filters`` (``CustomerFilterField``):
+``validate_filter`` and ``customer_conditions`` take both, so every report that takes the
+customer filter takes a plugin's field without importing the plugin.
+"""
 
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping
+import re
+from collections.abc import Callable, Iterable, Iterator, Mapping
+from dataclasses import dataclass
+from decimal import Decimal
 from typing import Any
 
+import pluggy
+from flask import Flask, current_app
+from marshmallow import Schema
+from marshmallow import fields as ma_fields
 from sqlalchemy import ColumnElement, and_, case, exists, false, func, not_, or_, select
 from sqlalchemy.sql import Select
 
 from core.app import rapport
 from core.attributes import declared_attributes, typed_attribute
+from core.config import ConfigError
 from core.db import db
 from core.models import Customer, CustomerAttributeDefinition, CustomerTag, Interaction
 from core.schemas import CustomerFilterSchema
@@ -25,8 +39,97 @@ _LIST_COLUMNS = {
 }
 
 
+@dataclass(frozen=True)
+class CustomerFilterField:
+    """A field a plugin adds to the customer filter (``rapport_customer_filters``).
+
+    ``name`` is snake_case (GraphQL shows it in camelCase); ``field`` a marshmallow field
+    that validates the value (``validate_filter`` reports its errors on ``name``);
+    ``graphql_type`` the graphene input type of the field (an unmounted instance such as
+    ``graphene.ID(description=...)``), used by the API only; ``condition`` turns the
+    validated value into one SQL condition on ``core.models.Customer`` (set-based: a
+    subquery, never a Python loop over customers); ``scope`` is the scope a GraphQL caller
+    needs to filter on the field (the plugin's read scope: the field reveals its data).
+    ``nested(value)``, for a field whose value carries filters of its own (a saved
+    segment), returns them (validated specs): their plugin fields need their scopes too.
+    """
+
+    name: str
+    field: ma_fields.Field
+    graphql_type: Any
+    condition: Callable[[Any], ColumnElement[bool]]
+    scope: str
+    nested: Callable[[Any], Iterable[Mapping[str, Any]]] | None = None
+
+
+_FILTERS = "rapport_customer_filters"
+_FIELD_NAME = re.compile(r"[a-z][a-z0-9]*(_[a-z0-9]+)*\Z")
+
+
+@dataclass(frozen=True)
+class _Filters:
+    fields: dict[str, CustomerFilterField]
+    schema: type[Schema]
+
+
+def collect_filter_fields(pm: pluggy.PluginManager) -> dict[str, CustomerFilterField]:
+    """Every enabled plugin's filter field by name; a bad or clashing name is a
+    ``ConfigError``."""
+    contributed: dict[str, CustomerFilterField] = {}
+    core_names = set(CustomerFilterSchema._declared_fields)
+    for declared in pm.hook.rapport_customer_filters():
+        for extra in declared or []:
+            if not _FIELD_NAME.match(extra.name):
+                raise ConfigError(f"customer filter field {extra.name!r}: name it in "
+                                  f"snake_case")
+            if extra.name in core_names or extra.name in contributed:
+                raise ConfigError(f"customer filter field {extra.name!r} is declared twice")
+            contributed[extra.name] = extra
+    return dict(sorted(contributed.items()))
+
+
+def _filters(app: Flask | None = None) -> _Filters:
+    target = app or current_app
+    found = target.extensions.get(_FILTERS)
+    if found is None:
+        contributed = collect_filter_fields(rapport(target).pm)
+        schema = type("CustomerFilterSchema", (CustomerFilterSchema,),
+                      {name: extra.field for name, extra in contributed.items()})
+        found = target.extensions[_FILTERS] = _Filters(contributed, schema)
+    return found
+
+
+def filter_fields(app: Flask | None = None) -> dict[str, CustomerFilterField]:
+    """The enabled plugins' customer filter fields by name (collected once per app)."""
+    return _filters(app).fields
+
+
+def plugin_fields_used(spec: Mapping[str, Any]) -> Iterator[CustomerFilterField]:
+    """The plugin fields a validated spec uses, those of the filters it carries included
+    (``CustomerFilterField.nested``)."""
+    fields = filter_fields()
+    pending = [spec]
+    while pending:
+        current = pending.pop()
+        for name, extra in fields.items():
+            if current.get(name) is not None:
+                yield extra
+                if extra.nested is not None:
+                    pending.extend(extra.nested(current[name]))
+
+
 def validate_filter(raw: Mapping[str, Any]) -> dict[str, Any]:
-    return load(CustomerFilterSchema(), raw)
+    """``raw`` (snake_case keys) as the spec ``customer_conditions`` takes, or a
+    ``UserError``: core's fields and every enabled plugin's."""
+    return load(_filters().schema(), raw)
+
+
+def filter_document(spec: Mapping[str, Any]) -> dict[str, Any]:
+    """A validated spec as JSON (snake_case keys, ISO dates, Decimal as text): what a
+    stored filter keeps; ``validate_filter`` takes it back."""
+    dumped = _filters().schema().dump(spec)
+    return {key: str(value) if isinstance(value, Decimal) else value
+            for key, value in dumped.items()}
 
 
 def _literal(text: str) -> str:
@@ -182,7 +285,11 @@ def customer_conditions(spec: Mapping[str, Any]) -> list[ColumnElement[bool]]:
         conds.append(Customer.id.in_(in_base.having(spend >= spec["min_spend"])))
     if spec.get("max_spend") is not None:
         conds.append(Customer.id.not_in(in_base.having(spend > spec["max_spend"])))
+    for name, extra in filter_fields().items():
+        if spec.get(name) is not None:
+            conds.append(extra.condition(spec[name]))
     return conds
 
 
-__all__ = ["customer_conditions", "validate_filter"]
+__all__ = ["CustomerFilterField", "customer_conditions", "filter_document", "filter_fields",
+           "plugin_fields_used", "validate_filter"]

@@ -9,10 +9,13 @@ from sqlalchemy import select
 
 from core import changes as audit
 from core.app import rapport
+from core.attributes import stored_misfits
 from core.db import db, utcnow
 from core.errors import ErrorCode, UserError
 from core.ids import global_id
-from core.models import Agent, Alert, AlertStatus, Customer, CustomerAttributeDefinition
+from core.models import (
+    Agent, Alert, AlertStatus, AttributeType, Customer, CustomerAttributeDefinition,
+)
 from core.schemas import AgentSchema, AttributeDefinitionSchema
 from core.services import load, not_found, transaction
 
@@ -76,7 +79,8 @@ def acknowledge_alert(alert_id: int, agent_id: int | None = None) -> Alert:
 
 
 def define_customer_attribute(raw: Mapping[str, Any]) -> CustomerAttributeDefinition:
-    """Declare (or re-label) a custom attribute; its type cannot change once declared."""
+    """Declare (or re-label) a custom attribute; its type cannot change once declared, and
+    values customers already hold must fit it (``core.attributes.stored_misfits``)."""
     data = load(AttributeDefinitionSchema(), raw)
     with transaction():
         definition = db.session.get(CustomerAttributeDefinition, data["key"])
@@ -87,6 +91,14 @@ def define_customer_attribute(raw: Mapping[str, Any]) -> CustomerAttributeDefini
         before = None if definition is None else {
             "type": definition.type, "label": definition.label,
             "categories": definition.categories}
+        if definition is None or (definition.categories or []) != (data.get("categories")
+                                                                   or []):
+            # Values customers already hold must fit the new type (or categories).
+            misfit = stored_misfits(CustomerAttributeDefinition(
+                key=data["key"], type=AttributeType(data["type"]), label=data["label"],
+                categories=data.get("categories")))
+            if misfit is not None:
+                raise UserError(misfit)
         if definition is None:
             definition = CustomerAttributeDefinition(key=data["key"], type=data["type"])
             db.session.add(definition)

@@ -75,6 +75,15 @@ def rapport_interactions_recorded(interaction_ids: list[int]) -> None:
 
 
 @hookimpl
+def rapport_customer_updated(customer: Customer, changes: dict[str, tuple[Any, Any]]) -> None:
+    """A start date (customerSince) after the customer's churn date is refused."""
+    if "customer_since" in changes:
+        from plugins.churn import service
+
+        service.check_customer_since(customer.id, changes["customer_since"][1])
+
+
+@hookimpl
 def rapport_customers_merged(survivor: Customer, merged_ids: list[int]) -> None:
     from plugins.churn import service
 
@@ -158,3 +167,18 @@ def rapport_event_types() -> list[tuple[str, str, dict[str, Any]]]:
     from plugins.churn.events import EVENT_TYPES
 
     return EVENT_TYPES
+
+
+@hookimpl(optionalhook=True)
+def rapport_care_at_risk_customers(min_risk: float) -> Any:
+    """The care plugin's monthly at-risk run: customers of the current scores with risk at
+    least ``min_risk``, not already marked churned."""
+    from sqlalchemy import select
+
+    from plugins.churn.modeling import current_version_id, still_customer
+    from plugins.churn.models import ChurnScore
+
+    return select(ChurnScore.customer_id.label("customer_id"),
+                  ChurnScore.risk.label("risk")).where(
+        ChurnScore.model_version_id == current_version_id(), ChurnScore.risk >= min_risk,
+        still_customer())

@@ -44,6 +44,7 @@ import hashlib
 import hmac
 import io
 import json
+import math
 import pickle
 from dataclasses import asdict, dataclass, field
 from typing import Any, Literal
@@ -87,6 +88,9 @@ FORMAT_VERSION = 1
 MAGIC = b"RAPPORT-CHURN-CLASSIFIER\n"
 #: The name of the BG/NBD column ``with_dropout_feature`` adds to a feature matrix.
 DROPOUT_FEATURE = "btyd_dropout_probability"
+#: A validation ROC-AUC below this ranks churners hardly better than a coin (0.5): the
+#: fit result and the report warn that the labels carry no signal the features can see.
+CHANCE_ROC_AUC = 0.55
 
 FloatArray = NDArray[np.float64]
 
@@ -507,6 +511,28 @@ def time_validate(kind: str, X: FloatArray, y: FloatArray, dates: NDArray[Any],
     return Validation(metrics_of(method, y[test], predictions), test, predictions)
 
 
+def _roc_auc(metrics: Metrics | dict[str, Any] | None) -> float | None:
+    value = metrics.get("roc_auc") if isinstance(metrics, dict) else \
+        getattr(metrics, "roc_auc", None)
+    return float(value) if isinstance(value, (int, float)) and math.isfinite(value) else None
+
+
+def chance_level_note(cross_validation: Metrics | dict[str, Any] | None,
+                      time_validation: Metrics | dict[str, Any] | None = None) -> str | None:
+    """A warning when a validation ROC-AUC is below ``CHANCE_ROC_AUC`` (stored metrics, as
+    dicts, are read too), else None."""
+    low = [f"{name} {auc:.2f}" for name, auc in (
+        ("cross-validation", _roc_auc(cross_validation)),
+        ("time-aware", _roc_auc(time_validation))) if auc is not None and auc < CHANCE_ROC_AUC]
+    if not low:
+        return None
+    return (f"warning: the classifier ranks churners no better than chance (ROC-AUC "
+            f"{', '.join(low)}; 0.5 is a coin toss, below {CHANCE_ROC_AUC} is no signal): "
+            f"the churn labels carry no signal the features can see. Do not act on its "
+            f"risks; check the labels (random or demo labels look like this) or add "
+            f"features that explain churn.")
+
+
 @dataclass(frozen=True)
 class TrainingResult:
     classifier: ChurnClassifier
@@ -547,6 +573,9 @@ def train_classifier(features: ArrayLike, feature_names: list[str] | tuple[str, 
             timed = outcome
     else:
         notes.append("no time-aware validation: no label dates given")
+    chance = chance_level_note(validation.metrics, timed.metrics if timed else None)
+    if chance:
+        notes.append(chance)
     empty = [name for name, gone in zip(names, np.isnan(X).all(axis=0)) if gone]
     if empty:
         notes.append(f"features without any value in the labelled customers (they "

@@ -194,7 +194,7 @@ def fit_command(as_of: str | None, time_unit: str, classifier: str,
         click.echo(f"  cross-validation: {_auc(trained['cross_validation'])}")
         click.echo(f"  time-aware: {_auc(trained['time_validation'])}")
         for note in trained["notes"]:
-            click.echo(f"  note: {note}")
+            click.echo(f"  {note}" if note.startswith("warning:") else f"  note: {note}")
     checked = metrics.get("validation")
     if checked:
         correlation = checked["correlation"]

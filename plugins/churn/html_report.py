@@ -12,8 +12,12 @@
 - the P(alive) matrix of the active BG/NBD model: P(alive | frequency x, recency t_x, T)
   on a grid of x and t_x at one age T (the oldest scored customer's, else the oldest
   purchase's at the calibration date), as Fader, Hardie & Lee draw it: customers who
-  bought often but not lately are the likely dead;
-- the parameters and metrics of the active model version.
+  bought often but not lately are the likely dead; for an sBG (subscription) model,
+  survival and renewal rates by period instead (P(alive) by frequency and recency is
+  BG/NBD's, drawn only when the version also fitted it on purchases);
+- the parameters and metrics of the active model version, under labels people read (not
+  the stored keys), with its notes and a warning when the classifier is no better than
+  chance.
 
 A part without data (no churn record, no model fitted, nothing scored yet) says so in a
 sentence instead of drawing an empty chart. Every query is an aggregate or a LIMIT 20:
@@ -24,6 +28,7 @@ from __future__ import annotations
 
 import datetime as dt
 import math
+import re
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
@@ -36,7 +41,7 @@ from core.lazy import lazy_module
 from core.models import Customer, CustomerStatus, Interaction
 from core.reports import PALETTE, HtmlReport, figure_svg, fmt, new_figure, style_axes
 
-from plugins.churn import btyd
+from plugins.churn import btyd, sbg
 from plugins.churn.features import PURCHASE
 from plugins.churn.modeling import still_customer
 from plugins.churn.models import (
@@ -415,6 +420,114 @@ def _p_alive(report: HtmlReport, model: ChurnModelVersion | None,
                    name="p-alive-matrix")
 
 
+#: What people read instead of the stored keys (snake_case or camelCase) of a model
+#: version's parameters and metrics; a key not listed is spelled out from its words.
+LABELS = {
+    "bgnbd": "BG/NBD", "gamma_gamma": "Gamma-Gamma", "sbg": "sBG", "classifier": "Classifier",
+    "cross_validation": "cross-validation", "time_validation": "time-aware validation",
+    "training": "Training", "validation": "Backtest", "as_of": "features as of",
+    "horizon_days": "horizon (days)", "horizonDays": "horizon (days)",
+    "labelled": "labelled customers", "churned": "churned within the horizon",
+    "roc_auc": "ROC-AUC", "pr_auc": "PR-AUC", "base_rate": "base rate (share churned)",
+    "brier": "Brier score", "n": "customers", "n_positive": "churned",
+    "trained_at": "trained at", "model": "model family", "log_likelihood": "log-likelihood",
+    "n_customers": "customers", "n_repeat_buyers": "repeat buyers",
+    "n_churned": "churned", "max_tenure": "longest tenure (periods)",
+    "frequency_monetary_correlation": "frequency-spend correlation",
+    "predictedTotal": "predicted purchase days", "actualTotal": "actual purchase days",
+    "meanAbsoluteError": "mean absolute error", "dropout_feature": "1 - P(alive) feature",
+}
+#: Model kinds and families as people name them.
+KINDS = {"logistic": "logistic regression", "knn": "k nearest neighbours",
+         "gradient_boosting": "gradient boosting", "bgnbd": "BG/NBD",
+         "bgnbd+gg": "BG/NBD + Gamma-Gamma", "sbg": "sBG (subscription renewals)"}
+
+
+def label(key: str) -> str:
+    """A stored key as words: ``training.as_of`` -> "Training: features as of"."""
+    words = []
+    for part in key.split("."):
+        known = LABELS.get(part)
+        if known is None:  # snake_case or camelCase spelled out
+            known = " ".join(w.lower() for w in re.split(r"_|(?<=[a-z])(?=[A-Z])", part) if w)
+        words.append(known)
+    text = words[0] + (": " + ", ".join(words[1:]) if len(words) > 1 else "")
+    return text[:1].upper() + text[1:]
+
+
+#: Periods shown in the survival table of an sBG fit, by period length.
+SURVIVAL_PERIODS = {"month": (1, 2, 3, 6, 9, 12, 18, 24), "year": (1, 2, 3, 4, 5, 7, 10)}
+
+
+def sbg_fits(model: ChurnModelVersion | None) -> dict[str, dict[str, Any]]:
+    """The version's sBG fits by period length (``month``, ``year``) with usable alpha and
+    beta; empty for a BG/NBD model."""
+    stored = (model.params or {}).get("sbg") if model is not None else None
+    found: dict[str, dict[str, Any]] = {}
+    for period, fit in sorted(stored.items() if isinstance(stored, dict) else []):
+        try:
+            if isinstance(fit, dict) and float(fit["alpha"]) > 0 and float(fit["beta"]) > 0:
+                found[str(period)] = fit
+        except (KeyError, TypeError, ValueError):
+            continue
+    return found
+
+
+def survival_chart(fits: dict[str, dict[str, Any]]) -> str:
+    fig = new_figure(7.0, 3.4)
+    ax = fig.gca()
+    for colour, (period, fit) in zip(PALETTE, fits.items()):
+        periods = np.arange(max(SURVIVAL_PERIODS.get(period, (12,))) + 1)
+        ax.plot(periods, 100 * sbg.survival((fit["alpha"], fit["beta"]), periods),
+                color=colour, linewidth=2.2, marker="o", markersize=3,
+                label=f"{period}ly renewals")
+    ax.set_xlabel("renewal periods since the start")
+    ax.set_ylabel("still subscribed (%)")
+    ax.set_ylim(bottom=0, top=100.5)
+    ax.legend(fontsize=8, frameon=False, loc="upper right")
+    style_axes(ax)
+    return figure_svg(fig)
+
+
+def _survival(report: HtmlReport, model: ChurnModelVersion,
+              fits: dict[str, dict[str, Any]], with_bgnbd: bool) -> None:
+    section = report.section(
+        "Subscriber survival by period", "The sBG model of contractual renewals (Fader & "
+        "Hardie 2007): S(t), the share of a new cohort still subscribed after t periods, "
+        "and r(t), the share of period t-1's subscribers who renew for period t (it rises: "
+        "those likely to leave leave first).")
+    if not with_bgnbd:
+        section.note("P(alive) by frequency and recency is not shown: it is the BG/NBD "
+                     "model's, for purchases without a contract, and this model version was "
+                     "fitted on renewals (sBG), where a subscriber is alive until it cancels.")
+    section.figure(survival_chart(fits), f"Share of a new cohort still subscribed, model "
+                   f"version {model.id}", name="sbg-survival")
+    for period, fit in fits.items():
+        pair = (float(fit["alpha"]), float(fit["beta"]))
+        shown = SURVIVAL_PERIODS.get(period, (1, 2, 3, 6, 12))
+        survival = sbg.survival(pair, list(shown))
+        retention = sbg.retention_curve(pair, max(shown))
+        longest = fit.get("max_tenure")
+        section.table(
+            [f"{period.capitalize()}s", "Still subscribed S(t)", "Renewal rate r(t)", ""],
+            [[t, _pct(float(survival[i])), _pct(float(retention[t - 1])),
+              "extrapolated" if isinstance(longest, int) and t > longest else ""]
+             for i, t in enumerate(shown)],
+            caption=f"sBG ({period}): survival and retention by period")
+
+
+def _lifetimes(report: HtmlReport, model: ChurnModelVersion | None,
+               overview: ScoreOverview | None) -> None:
+    """P(alive) for a BG/NBD model; survival by period for an sBG one (both when an sBG
+    version also fitted BG/NBD on purchases): never an empty section."""
+    fits = sbg_fits(model)
+    with_bgnbd = model is not None and bgnbd_tuple(model) is not None
+    if model is not None and fits:
+        _survival(report, model, fits, with_bgnbd)
+    if not fits or with_bgnbd:
+        _p_alive(report, model, overview)
+
+
 def _flatten(prefix: str, value: Any) -> Iterable[tuple[str, Any]]:
     if isinstance(value, dict):
         for key, inner in value.items():
@@ -433,7 +546,7 @@ def _model(report: HtmlReport, model: ChurnModelVersion | None) -> None:
     if model is None:
         section.note(NO_MODEL)
         return
-    section.key_values([("Version", model.id), ("Kind", model.kind),
+    section.key_values([("Version", model.id), ("Kind", KINDS.get(model.kind, model.kind)),
                         ("Fitted at", model.created_at), ("Calibration date", model.as_of),
                         ("Time unit", model.time_unit.value),
                         ("Classifier features", len(model.feature_names or []))])
@@ -445,15 +558,16 @@ def _model(report: HtmlReport, model: ChurnModelVersion | None) -> None:
                                         "frequency_monetary_correlation"))):
         fitted = params.get(name)
         if isinstance(fitted, dict):
-            rows.extend([name, key, fitted.get(key)] for key in keys if key in fitted)
+            rows.extend([LABELS[name], label(key), fitted.get(key)] for key in keys
+                        if key in fitted)
         else:
-            rows.append([name, "", "not fitted"])
+            rows.append([LABELS[name], "", "not fitted"])
     for period, fit in sorted((params.get("sbg") or {}).items()):
         if isinstance(fit, dict):
-            rows.extend([f"sbg ({period})", key, fit.get(key)] for key in (
+            rows.extend([f"sBG ({period})", label(key), fit.get(key)] for key in (
                 "alpha", "beta", "log_likelihood", "n_customers", "n_churned", "max_tenure"))
         else:
-            rows.append([f"sbg ({period})", "", f"not fitted: {fit}"])
+            rows.append([f"sBG ({period})", "", f"not fitted: {fit}"])
     section.table(["Model", "Parameter", "Value"],
                   [[m, k, fmt(v, 4) if isinstance(v, float) else v] for m, k, v in rows],
                   caption="Parameters")
@@ -468,10 +582,23 @@ def _model(report: HtmlReport, model: ChurnModelVersion | None) -> None:
                         fmt(g["predicted"], 3), fmt(g["actual"], 3)]
                        for g in checked["byFrequency"]],
                       caption="Conditional expectations of holdout purchases")
-    metrics = [(k, v) for k, v in _flatten("", model.metrics or {}) if v not in ("", None)]
+    stored = model.metrics or {}
+    classifier = stored.get("classifier") or {}
+    notes = [*stored.get("notes", []), *classifier.get("notes", [])]
+    from plugins.churn.classifier import chance_level_note  # scikit-learn: on use only
+
+    chance = chance_level_note(classifier.get("cross_validation"),
+                               classifier.get("time_validation")) if classifier else None
+    if chance and chance not in notes:  # a version fitted before the check
+        notes.append(chance)
+    for note in notes:
+        section.note(str(note), "warning" if str(note).startswith("warning:") else "info")
+    metrics = [(label(k), v) for k, v in _flatten("", stored)
+               if v not in ("", None) and k.rsplit(".", 1)[-1] != "notes"]
     if metrics:
-        section.table(["Metric", "Value"], [[k, fmt(v, 4) if isinstance(v, float) else
-                                             fmt(v)] for k, v in metrics],
+        section.table(["Metric", "Value"], [[k, fmt(KINDS.get(v, v)) if isinstance(v, str)
+                                             else fmt(v, 4) if isinstance(v, float)
+                                             else fmt(v)] for k, v in metrics],
                       caption="Metrics")
     else:
         section.note("The version has no metrics.")
@@ -498,7 +625,8 @@ def render_churn_report(period_from: dt.date | str, period_to: dt.date | str, *,
     report = HtmlReport("Churn report", subtitle=subtitle, generated_at=now or utcnow())
     for part in (lambda: _monthly(report, figures), lambda: _cohorts(report, figures),
                  lambda: _reasons(report, figures), lambda: _risk(report, overview, model),
-                 lambda: _p_alive(report, model, overview), lambda: _model(report, model)):
+                 lambda: _lifetimes(report, model, overview),
+                 lambda: _model(report, model)):
         part()
         step(1)
     return report.render()

@@ -109,6 +109,25 @@ def customer_facts(customer_ids: Collection[int], *, lock: bool = False
     return facts
 
 
+def check_customer_since(customer_id: int, since: dt.date | None) -> None:
+    """Refuse a start date (``customerSince``: 00:00 of that day in RAPPORT_TIMEZONE) after
+    the customer's first churn date: it cannot leave before it started. Raised as a typed
+    error on ``customerSince`` by the ``rapport_customer_updated`` hook, inside the update's
+    transaction (so nothing is written)."""
+    if since is None:
+        return
+    first = _aware(db.session.scalar(select(func.min(ChurnRecord.churned_at)).where(
+        ChurnRecord.customer_id == customer_id)))
+    start = dt.datetime.combine(since, dt.time(), rapport().settings.tz)
+    if first is not None and start > first:
+        day = first.astimezone(rapport().settings.tz).date()
+        raise UserError.single(
+            f"The customer's start date {since.isoformat()} is after its churn date "
+            f"{day.isoformat()}: a customer cannot leave before it started. Give "
+            f"{day.isoformat()} or earlier, or correct the churn record first.",
+            ErrorCode.INVALID, "customerSince")
+
+
 # --- Marking churned -----------------------------------------------------------------------
 
 

@@ -131,6 +131,14 @@ def rapport_graphql_types() -> list[Any]:
     return schema.NODE_TYPES
 
 
+@hookimpl
+def rapport_rule_actions() -> list[Any]:
+    """``loyalty.adjust_points`` for the care plugin's rules (unused when it is off)."""
+    from plugins.loyalty.rule_actions import RULE_ACTIONS
+
+    return RULE_ACTIONS
+
+
 @hookimpl(optionalhook=True)
 def rapport_churn_features(customers: Any, as_of: dt.datetime) -> Any:
     """Balance, tier rank, days since last earn / redemption, points expiring in 30 days

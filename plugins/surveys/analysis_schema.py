@@ -16,7 +16,7 @@ from typing import Any
 
 import graphene
 
-from api import RapportMutation, domain, error_type, global_id
+from api import RapportMutation, ctx, domain, error_type, global_id
 from api.limits import ANALYSIS_COST, costly
 from api.mutations import plain
 from api.queries import CustomerFilterInput, customer_filter_spec
@@ -438,13 +438,14 @@ def result_of(run: service.AnalysisRun) -> SurveyAnalysisResult:
         reliability=reliability_part(a), clusters=a.clusters)
 
 
-def analysis_arguments(args: dict[str, Any]) -> dict[str, Any]:
-    """The service's keyword arguments from GraphQL's (``UserError`` for a bad filter)."""
+def analysis_arguments(args: dict[str, Any], info: Any) -> dict[str, Any]:
+    """The service's keyword arguments from GraphQL's (``UserError`` for a bad filter; a
+    plugin's filter field the caller may not use is FORBIDDEN)."""
     data = plain(args)
     segment = None
     if data.get("filter"):
         try:
-            segment = customer_filter_spec(data["filter"])
+            segment = customer_filter_spec(data["filter"], ctx(info).principal)
         except UserError as exc:
             raise UserError([e.prefixed("filter") for e in exc.errors]) from None
     period = {key: data[key].isoformat() for key in ("submitted_after", "submitted_before")
@@ -454,7 +455,7 @@ def analysis_arguments(args: dict[str, Any]) -> dict[str, Any]:
 
 def resolve_analysis(root: Any, info: Any, **args: Any) -> SurveyAnalysisResult:
     try:
-        return result_of(service.run_analysis(root, **analysis_arguments(args)))
+        return result_of(service.run_analysis(root, **analysis_arguments(args, info)))
     except UserError as exc:
         return SurveyAnalysisResult(errors=[_error(e) for e in exc.errors])
 
@@ -517,7 +518,7 @@ class SaveSurveyClusters(RapportMutation):
     @classmethod
     def perform(cls, info: Any, input: dict[str, Any]) -> SaveSurveyClusters:
         survey_id = global_id(input, "survey_id", "Survey")
-        arguments = analysis_arguments(input)
+        arguments = analysis_arguments(input, info)
         saved = service.save_clusters(survey_id, input.get("tag_prefix", ""),  # type: ignore[arg-type]
                                       **arguments)
         return cls(clusters=saved.run.analysis.clusters, removed_tags=saved.removed,

@@ -130,7 +130,8 @@ def resolve_webhooks(root: Any, info: Any, first: int | None = None, after: str 
     query = service.endpoints_query(active)
     paged = query
     if after:
-        paged = query.where(after_condition([Endpoint.id], decode_cursor(after, 1)))
+        paged = query.where(after_condition([Endpoint.id], decode_cursor(after, 1),
+                                            descending=False))
     rows = db.session.scalars(paged.order_by(Endpoint.id).limit(size + 1)).all()
     return make_page(rows, size, after, lambda e: [e.id], lambda: db.session.scalar(
         select(func.count()).select_from(query.subquery())))

@@ -82,6 +82,13 @@ TYPE_DOMAINS: dict[str, str] = {
     "SurveyScaleReliability": "surveys", "SurveySilhouette": "surveys",
     # webhooks
     "Webhook": "webhooks", "WebhookAttempt": "webhooks", "WebhookDelivery": "webhooks",
+    # segments
+    "Segment": "segments", "CustomerValueTier": "segments",
+    # care
+    "Task": "tasks", "CareFollowUpSummary": "tasks",
+    "Rule": "rules", "RuleRun": "rules", "RuleCondition": "rules", "RuleActionStep": "rules",
+    "RuleActionInfo": "rules", "RuleTriggerInfo": "rules",
+    "Incident": "incidents", "IncidentTimelineEntry": "incidents",
     # the example plugin
     "Referral": "referrals", "TopReferrer": "referrals",
 }
@@ -92,11 +99,14 @@ STRUCTURAL = {
     "PageInfo", "Money", "PluginInfo", "InteractionKind", "JobFailure", "JobFile", "ReportLink",
     *(f"{n}{suffix}" for n in (
         "Agent", "Alert", "AuditEntry", "ChurnWarning", "Complaint", "Customer",
-        "Interaction", "Job", "LoyaltyLedgerEntry", "Schedule", "Survey", "SurveyResponse",
-        "Webhook", "WebhookDelivery", "WinbackCampaign") for suffix in ("Connection", "Edge")),
+        "Interaction", "Job", "LoyaltyLedgerEntry", "Schedule", "Segment", "Survey",
+        "SurveyResponse", "Webhook", "WebhookDelivery", "WinbackCampaign",
+        "Task", "Rule", "RuleRun", "Incident")
+        for suffix in ("Connection", "Edge")),
     *(f"{n}Error" for n in ("Agent", "Alert", "Churn", "Complaint", "Customer",
                             "Interaction", "Job", "Loyalty", "Referral", "Survey",
-                            "Webhook")),
+                            "Webhook", "Segment", "Task", "Rule",
+                            "Incident")),
 }
 
 #: Root query fields: the domain whose read scope each needs (None: any key).
@@ -107,6 +117,10 @@ ROOT_DOMAINS: dict[str, str | None] = {
     "alerts": "alerts", "agents": "agents", "auditEntries": "audit",
     "job": "jobs", "jobs": "jobs", "jobKinds": "jobs", "schedules": "jobs",
     "webhooks": "webhooks", "webhookDeliveries": "webhooks",
+    "segments": "segments", "segment": "segments",
+    "tasks": "tasks", "task": "tasks", "careFollowUps": "tasks",
+    "rules": "rules", "ruleRuns": "rules", "ruleActions": "rules", "ruleTriggers": "rules",
+    "incidents": "incidents", "incident": "incidents",
     "surveys": "surveys", "survey": "surveys", "topReferrers": "referrals",
     "loyaltyProgram": "loyalty", "loyaltyReport": "loyalty",
     "complaints": "complaints", "complaint": "complaints", "complaintTypes": "complaints",
@@ -122,9 +136,13 @@ FIELD_DOMAINS: dict[tuple[str, str], str] = {
     ("Customer", "surveyResponses"): "surveys", ("Customer", "referrals"): "referrals",
     ("Customer", "loyalty"): "loyalty", ("Customer", "complaints"): "complaints",
     ("Customer", "churnRecords"): "churn", ("Customer", "winbackAttempts"): "churn",
-    ("Customer", "churn"): "churn",
+    ("Customer", "churn"): "churn", ("Customer", "valueTier"): "segments",
     ("Interaction", "customer"): "customers", ("Interaction", "agent"): "agents",
     ("Alert", "customer"): "customers", ("Alert", "acknowledgedBy"): "agents",
+    ("Customer", "tasks"): "tasks", ("Task", "customer"): "customers",
+    ("Task", "assignee"): "agents", ("CareFollowUpSummary", "owner"): "agents",
+    ("Incident", "alert"): "alerts", ("Incident", "owner"): "agents",
+    ("Segment", "customers"): "customers", ("Segment", "customerCount"): "customers",
 }
 
 DOMAINS = sorted(set(TYPE_DOMAINS.values()))
@@ -265,6 +283,12 @@ ROOT_WRITE_SCOPES: dict[str, str] = {
     "createWebhook": "webhooks:write", "updateWebhook": "webhooks:write",
     "deleteWebhook": "webhooks:write", "rotateWebhookSecret": "webhooks:write",
     "pingWebhook": "webhooks:write", "redeliverWebhook": "webhooks:write",
+    "createSegment": "segments:write", "updateSegment": "segments:write",
+    "deleteSegment": "segments:write",
+    "createTask": "tasks:write", "updateTask": "tasks:write", "completeTask": "tasks:write",
+    "cancelTask": "tasks:write", "createRule": "rules:write", "updateRule": "rules:write",
+    "deleteRule": "rules:write", "openIncident": "incidents:write",
+    "advanceIncident": "incidents:write",
     "createSurvey": "surveys:write", "updateSurvey": "surveys:write",
     "openSurvey": "surveys:write", "closeSurvey": "surveys:write",
     "saveSurveyClusters": "surveys:write", "submitSurveyResponse": "surveys:respond",

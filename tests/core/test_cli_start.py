@@ -139,10 +139,13 @@ def test_an_app_with_every_plugin_serves_requests_without_the_statistics_stack(
     purchase); numpy, scipy, scikit-learn, matplotlib and pandas stay out."""
     probe = f"""
 import json, sys
+from sqlalchemy import Engine, event
 from core import create_app, db
 from core.auth import create_api_key
 from core.db import tables_for_plugins
 
+# A throw-away database: no fsync at each commit and CREATE (as in tests/conftest.py).
+event.listen(Engine, "connect", lambda conn, record: conn.execute("PRAGMA synchronous=OFF"))
 app = create_app({{"RAPPORT_ENV": "test", "RAPPORT_DATABASE_URL": "sqlite:///{tmp_path}/w.db",
                    "RAPPORT_INSTANCE_PATH": {str(tmp_path)!r}}})
 with app.app_context():

@@ -125,11 +125,32 @@ def _surveys_flows() -> None:
     db.session.commit()
 
 
+def _care_flows() -> None:
+    from plugins.care import incidents, rules, service
+    from plugins.care.models import TaskStatus
+
+    owner = staff.create_agent({"name": "Owner", "email": "owner@example.com"})
+    client = customers.create_customer({"name": "Cared", "owner_id": owner.id})
+    tasks = [service.create_task({"customer_id": client.id, "kind": "call", "title": "Call",
+                                  "due_on": "2030-01-0" + str(day)}) for day in (1, 2)]
+    service.update_task({"id": tasks[0].id, "due_on": "2030-01-03"})
+    service.close_task({"id": tasks[0].id, "outcome": "done"}, TaskStatus.DONE)
+    service.close_task({"id": tasks[1].id}, TaskStatus.CANCELLED)
+    incident = incidents.open_incident({"title": "Outage", "kind": "outage",
+                                        "severity": "high"})
+    incidents.advance_incident({"id": incident.id, "note": "on it"})
+    rule = rules.create_rule({"name": "Welcome", "event_type": "customer.created",
+                              "actions": [{"action": "care.create_task", "parameters": {
+                                  "kind": "call", "title": "Welcome"}}]}, {"admin"})
+    rules.update_rule({"id": rule.id, "enabled": False}, {"admin"})
+    rules.delete_rule({"id": rule.id}, {"admin"})
+
+
 def test_every_declared_type_is_emitted_with_its_payload(make_app: AppFactory) -> None:
-    app = make_app(enabled=["loyalty", "complaints", "churn", "surveys", "webhooks"])
+    app = make_app(enabled=["loyalty", "complaints", "churn", "surveys", "webhooks", "care"])
     with app.app_context():
         for flow in (_core_flows, _loyalty_flows, _complaints_flows, _churn_flows,
-                     _surveys_flows):
+                     _surveys_flows, _care_flows):
             flow()
         rows = db.session.scalars(select(OutboxEvent).order_by(OutboxEvent.id)).all()
         catalogue = outbox.catalogue()

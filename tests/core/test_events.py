@@ -30,7 +30,8 @@ from core.services.customers import create_customer
 from tests.conftest import AppFactory
 
 DOCS = Path(__file__).resolve().parents[2] / "docs" / "events.md"
-ALL_PLUGINS = ["loyalty", "complaints", "churn", "surveys", "webhooks"]
+ALL_PLUGINS = ["loyalty", "complaints", "churn", "surveys", "webhooks", "care",
+               "segments"]
 
 
 def _sections(text: str) -> dict[str, str]:

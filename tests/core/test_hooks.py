@@ -991,3 +991,115 @@ def test_rapport_job_kinds(make_app: AppFactory) -> None:
 
     with make_app(plugins=(Misnamed(),)).app_context(), pytest.raises(ConfigError):
         jobs.job_kinds()
+
+
+# --- Rules (core/rules.py; run by the care plugin) ---------------------------------------------
+
+
+class RuleProbe:
+    """Offers a trigger (and one for an undeclared event type) and an action."""
+
+    name = "rule_probe"
+
+    @hookimpl
+    def rapport_rule_triggers(self) -> list[Any]:
+        from core.rules import RuleTrigger
+
+        return [RuleTrigger("customer.updated", "A profile changed."),
+                RuleTrigger("customer.teleported", "No such event type here.")]
+
+    @hookimpl
+    def rapport_rule_actions(self) -> list[Any]:
+        from marshmallow import Schema, fields
+
+        from core.rules import RuleAction
+
+        class Parameters(Schema):
+            tag = fields.String(required=True)
+
+        return [RuleAction("probe.tag", "Tag the customer", Parameters, "customers",
+                           lambda event, parameters, context: {"tag": parameters["tag"]})]
+
+
+def test_rapport_rule_triggers(make_app: AppFactory) -> None:
+    from plugins.care import rules
+
+    with make_app(enabled=["care"], plugins=(RuleProbe(),)).app_context():
+        offered = {t.event_type: t.description for t in rules.rule_triggers()}
+    assert offered["customer.updated"] == "A profile changed."
+    assert "customer.teleported" not in offered  # not a declared event type
+    assert "customer.created" in offered  # care's own, through the same hook
+
+
+def test_rapport_rule_actions(make_app: AppFactory) -> None:
+    from plugins.care import rules
+
+    with make_app(enabled=["care"], plugins=(RuleProbe(),)).app_context():
+        actions = rules.rule_actions()
+        assert actions["probe.tag"].domain == "customers"
+        assert "care.create_task" in actions
+        with pytest.raises(UserError) as refused:
+            rules.create_rule({"name": "Tag", "event_type": "customer.updated", "actions": [
+                {"action": "probe.tag", "parameters": {}}]}, {"admin"})
+    assert [e.field for e in refused.value.errors] == ["actions.0.parameters.tag"]
+
+
+class FilterProbe:
+    """Adds ``vipLevel`` to the customer filter: customers tagged ``vip<level>``."""
+
+    name = "filterprobe"
+
+    @hookimpl
+    def rapport_register_scopes(self) -> list[tuple[str, str]]:
+        return [("filterprobe:read", "Read VIP levels")]
+
+    @hookimpl
+    def rapport_customer_filters(self) -> list[Any]:
+        from marshmallow import fields as ma_fields
+
+        from core.models import CustomerTag
+        from core.services.segments import CustomerFilterField
+
+        return [CustomerFilterField(
+            name="vip_level", field=ma_fields.Integer(strict=True), scope="filterprobe:read",
+            graphql_type=graphene.Int(description="VIP level"),
+            condition=lambda level: Customer.id.in_(select(CustomerTag.customer_id).where(
+                CustomerTag.tag == f"vip{level}")))]
+
+
+def test_rapport_customer_filters(make_app: AppFactory) -> None:
+    from dataclasses import replace
+
+    from core.services.segments import customer_conditions, validate_filter
+
+    app = make_app(plugins=(FilterProbe(),))
+    query = """query($f: CustomerFilterInput) { customers(filter: $f) {
+      edges { node { name } } } }"""
+    with app.app_context():
+        _customer("Ada", tags=["vip2"], city="Oslo")
+        _customer("Bob", tags=["vip1"], city="Oslo")
+        assert "vipLevel: Int" in app.extensions["rapport_graphql"].schema.sdl()
+        spec = validate_filter({"vip_level": 2, "city": ["Oslo"]})
+        assert db.session.scalars(select(Customer.name).where(
+            *customer_conditions(spec))).all() == ["Ada"]
+        with pytest.raises(UserError) as refused:
+            validate_filter({"vip_level": "high"})
+        assert [e.field for e in refused.value.errors] == ["vipLevel"]
+        admin = GraphQL(app, admin_token(app))
+        reader = GraphQL(app, admin_token(app, ("customers:read",)))
+        both = GraphQL(app, admin_token(app, ("customers:read", "filterprobe:read")))
+    found = admin(query, {"f": {"vipLevel": 1}})["customers"]["edges"]
+    assert [e["node"]["name"] for e in found] == ["Bob"]
+    forbidden = reader.raw(query, {"f": {"vipLevel": 1}}).get_json()
+    assert forbidden["errors"][0]["extensions"]["code"] == "FORBIDDEN"
+    assert "filterprobe:read" in forbidden["errors"][0]["message"]
+    assert both(query, {"f": {"vipLevel": 2}})["customers"]["edges"] == [
+        {"node": {"name": "Ada"}}]
+
+    class Clash(FilterProbe):
+        @hookimpl
+        def rapport_customer_filters(self) -> list[Any]:
+            return [replace(field, name="city") for field in super().rapport_customer_filters()]
+
+    with pytest.raises(ConfigError, match="'city' is declared twice"):
+        make_app(plugins=(Clash(),))

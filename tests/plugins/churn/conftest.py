@@ -14,7 +14,7 @@ from sqlalchemy import update
 
 from core.db import db
 from core.models import Customer
-from core.services.customers import create_customer
+from core.services.customers import create_customer, import_customers
 from core.services.interactions import record_interaction
 from plugins.churn import service
 from plugins.churn.models import ChurnRecord
@@ -46,6 +46,18 @@ def customer(name: str = "Ada", *, created_days_ago: float = 400, **fields: Any)
                        .values(created_at=days_ago(created_days_ago)))
     db.session.commit()
     return made.id
+
+
+def many_customers(count: int, *, created_days_ago: float = 400) -> list[int]:
+    """``count`` customers "C0".. in one import, all created ``created_days_ago`` days ago
+    (for tests about what is done with many customers, not about creating them)."""
+    made = import_customers([{"name": f"C{k}", "external_id": f"C{k}"} for k in range(count)])
+    assert not made.errors
+    ids = [made.recorded_ids[k] for k in range(count)]
+    db.session.execute(update(Customer).where(Customer.id.in_(ids))
+                       .values(created_at=days_ago(created_days_ago)))
+    db.session.commit()
+    return ids
 
 
 def purchase(customer_id: int, at: dt.datetime, amount: str = "10.00",

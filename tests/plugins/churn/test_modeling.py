@@ -76,10 +76,14 @@ def load_simulation(n: int = 300, seed: int = 7, with_marks: bool = True) -> Sim
             for p in purchases]
     for start in range(0, len(rows), 1000):
         assert not record_interactions(rows[start:start + 1000]).errors
-    if with_marks:
-        for key, when in churned.items():
-            service.mark_churned({"customer_id": ids[key], "type": "competitive",
-                                  "reason": "pricing", "churned_at": when.isoformat()})
+    if with_marks and churned:
+        # One batch, as an import marks them: the same records, statuses, events and
+        # churn-rate check as a mark_churned call per customer, without a monthly report
+        # per mark (mark_churned itself: test_records.py).
+        marked = service.mark_customers_churned([
+            {"customer_id": ids[key], "type": "competitive", "reason": "pricing",
+             "churned_at": when.isoformat()} for key, when in churned.items()])
+        assert not marked.errors and len(marked.recorded_ids) == len(churned)
     return Simulated(ids, dropped, churned if with_marks else {})
 
 

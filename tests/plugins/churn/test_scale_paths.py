@@ -17,7 +17,7 @@ from core.models import Customer
 from plugins.churn import features, modeling
 from plugins.churn.models import ChurnScore
 from tests.conftest import wait_for_a_lock_wait
-from tests.plugins.churn.conftest import customer, days_ago, purchase
+from tests.plugins.churn.conftest import customer, days_ago, many_customers, purchase
 from tests.plugins.churn.test_modeling import load_simulation
 from tests.plugins.churn.test_review import _while_held
 
@@ -63,7 +63,7 @@ def test_read_ahead_gives_every_chunk_in_order(churn_app: Flask) -> None:
 
 
 def test_the_training_sample_is_chosen_in_sql(churn_app: Flask) -> None:
-    ids = [customer(f"C{k}", created_days_ago=30) for k in range(400)]
+    ids = many_customers(400, created_days_ago=30)
     condition = features.sampled(0.25)
     chosen = set(db.session.scalars(select(Customer.id).where(condition)))
     assert 60 <= len(chosen) <= 140 and chosen < set(ids)

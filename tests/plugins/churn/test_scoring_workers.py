@@ -119,8 +119,9 @@ def test_chunks_run_at_once_without_a_shared_lock(churn_app: Flask, database_url
     waiting = db.session.execute(text(
         "SELECT l.pid, l.locktype, l.mode FROM pg_locks l JOIN pg_stat_activity a "
         "ON a.pid = l.pid WHERE a.datname = :db AND NOT l.granted"), {"db": database}).all()
-    advisory = db.session.execute(text(
-        "SELECT pid FROM pg_locks WHERE locktype = 'advisory'")).all()
+    advisory = db.session.execute(text(  # of this database: the server may hold others
+        "SELECT pid FROM pg_locks WHERE locktype = 'advisory' AND database = "
+        "(SELECT oid FROM pg_database WHERE datname = current_database())")).all()
     db.session.rollback()
     leave.wait()
     for thread in threads:

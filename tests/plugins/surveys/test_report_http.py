@@ -12,7 +12,7 @@ from flask import Flask
 from core.ids import global_id
 from core.services.customers import create_customer
 from tests.browser import open_in_browser
-from tests.conftest import admin_token
+from tests.conftest import admin_token, seeded
 from tests.plugins.surveys.test_analysis_api import _service_survey
 
 CHARTS = ["nps-nps", "item-means", "drivers", "correlation-heatmap", "loadings",
@@ -21,10 +21,14 @@ CHARTS = ["nps-nps", "item-means", "drivers", "correlation-heatmap", "loadings",
 
 @pytest.fixture
 def survey_id(surveys_app: Flask) -> int:
-    people = [create_customer({"name": f"R{i}", "city": "Paris" if i < 60 else "Lyon",
-                               "tags": ["vip"] if i % 2 else []}).id for i in range(150)]
-    survey, _ = _service_survey(150, customers=people, seed=8)
-    return survey
+    def seed() -> int:
+        people = [create_customer({"name": f"R{i}", "city": "Paris" if i < 60 else "Lyon",
+                                   "tags": ["vip"] if i % 2 else []}).id for i in range(150)]
+        survey, _ = _service_survey(150, customers=people, seed=8)
+        return survey
+
+    # Seeded through the services once per process; the other tests get the same rows.
+    return seeded("surveys.report_http", seed)  # type: ignore[no-any-return]
 
 
 def charts(page: str) -> list[str]:

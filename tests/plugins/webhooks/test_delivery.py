@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from typing import Any
 
+import pytest
 from flask import Flask
 from sqlalchemy import select
 from standardwebhooks import Webhook
@@ -284,14 +285,20 @@ def test_requests_in_flight_per_endpoint_are_capped(make_app: Any) -> None:
         server.server_close()
 
 
-def test_a_later_retry_comes_without_a_new_event(make_app: Any, receiver: Receiver) -> None:
+def test_a_later_retry_comes_without_a_new_event(make_app: Any, receiver: Receiver,
+                                                 monkeypatch: pytest.MonkeyPatch) -> None:
     """No broker and no scheduler: the delivery job ends, and a timer starts the next one
     when the retry falls due."""
+    from plugins.webhooks import delivery
     from tests.conftest import admin_token
     from tests.plugins.webhooks.conftest import WEBHOOK_CONFIG, stop_background
 
+    # The job lingers and waits for retries due soon (seconds in production); shortened
+    # here, with a retry due (0.5-1 s, jitter) well after both, so that the job ends.
+    monkeypatch.setattr(delivery, "LINGER_SECONDS", 0.1)
+    monkeypatch.setattr(delivery, "WAIT_FOR_RETRIES", 0.2)
     app = make_app(enabled=["webhooks"], RAPPORT_OUTBOX_RELAY="thread",
-                   **{**WEBHOOK_CONFIG, "RAPPORT_WEBHOOK_RETRY_BASE_SECONDS": "6"})
+                   **{**WEBHOOK_CONFIG, "RAPPORT_WEBHOOK_RETRY_BASE_SECONDS": "1"})
     try:
         with app.app_context():
             gql = GraphQL(app, admin_token(app))

@@ -185,6 +185,17 @@ def test_update_and_delete(gql: GraphQL, receiver: Receiver) -> None:
     assert gql("{ webhooks { totalCount } }")["webhooks"]["totalCount"] == 0
 
 
+def test_the_list_pages_through_every_webhook(gql: GraphQL, receiver: Receiver) -> None:
+    made = [subscribe(gql, receiver.url, ["customer.created"])[0] for _ in range(3)]
+    page = """query($after: String) { webhooks(first: 2, after: $after) {
+      edges { node { id } } pageInfo { hasNextPage endCursor } } }"""
+    first = gql(page)["webhooks"]
+    second = gql(page, {"after": first["pageInfo"]["endCursor"]})["webhooks"]
+    seen = [e["node"]["id"] for e in first["edges"] + second["edges"]]
+    assert seen == made and first["pageInfo"]["hasNextPage"]
+    assert not second["pageInfo"]["hasNextPage"]
+
+
 def test_secrets_are_encrypted_at_rest(gql: GraphQL, receiver: Receiver) -> None:
     from sqlalchemy import text
 
