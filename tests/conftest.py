@@ -259,6 +259,8 @@ def wait_for_a_lock_wait(engine: Any, tries: int = 100) -> bool:
     on a lock: a concurrent test's other side has reached its wait. True if one did."""
     with engine.connect() as probe:
         for _ in range(tries):
+            # pg_stat_activity is read once per transaction unless the snapshot is cleared.
+            probe.execute(text("SELECT pg_stat_clear_snapshot()"))
             if probe.execute(text(
                     "SELECT count(*) FROM pg_stat_activity WHERE wait_event_type = 'Lock' "
                     "AND datname = current_database()")).scalar_one():

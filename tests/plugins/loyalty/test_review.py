@@ -35,6 +35,16 @@ def _pg_only(dialect: str) -> None:
         pytest.skip("SQLite serialises writers: concurrency only means something on PostgreSQL")
 
 
+def _lock_waiters(conn: Any) -> int:
+    """Sessions of this database waiting on a lock. pg_stat_activity is a snapshot taken once
+    per transaction: clear it first, or a connection inside a transaction keeps reading the
+    moment before anyone waited (and each wait below ran out its 15 s)."""
+    conn.execute(text("SELECT pg_stat_clear_snapshot()"))
+    return int(conn.execute(text(
+        "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() "
+        "AND wait_event_type = 'Lock'")).scalar())
+
+
 @contextmanager
 def _account_locked(customer_id: int) -> Iterator[Callable[[int], None]]:
     """Hold the account's row lock on another connection; the callable waits until that
@@ -47,10 +57,7 @@ def _account_locked(customer_id: int) -> Iterator[Callable[[int], None]]:
     def release_when_waiting(waiters: int) -> None:
         deadline = time.monotonic() + 15
         while time.monotonic() < deadline:
-            blocked = conn.execute(text(
-                "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() "
-                "AND wait_event_type = 'Lock'")).scalar()
-            if blocked >= waiters:
+            if _lock_waiters(conn) >= waiters:
                 break
             time.sleep(0.05)
         trans.rollback()
@@ -135,9 +142,7 @@ def test_a_refund_committed_first_counts_though_its_id_is_higher(
         # this refund gets its id, then waits for the account
         pool = _in_threads(loyalty_app, [lambda: refund(ada, bought, "50", at=days_ago(1))])
         deadline = time.monotonic() + 15
-        while time.monotonic() < deadline and not db.session.scalar(text(
-                "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() "
-                "AND wait_event_type = 'Lock'")):
+        while time.monotonic() < deadline and not _lock_waiters(db.session):
             time.sleep(0.05)
         db.session.rollback()
         # meanwhile another transaction records a refund of the other half (a higher id)
@@ -208,9 +213,7 @@ def test_reevaluation_does_not_undo_a_concurrent_earning(loyalty_app: Flask,
                       "WHERE customer_id = :c"), {"c": ada})
     pool = _in_threads(loyalty_app, [service.reevaluate_tiers])
     deadline = time.monotonic() + 15
-    while time.monotonic() < deadline and not conn.execute(text(
-            "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() "
-            "AND wait_event_type = 'Lock'")).scalar():
+    while time.monotonic() < deadline and not _lock_waiters(conn):
         time.sleep(0.05)
     trans.commit()
     conn.close()
