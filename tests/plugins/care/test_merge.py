@@ -1,5 +1,4 @@
-"""Merging customers who each have an open at-risk follow-up (review finding, helper 6's
-reproduction): the survivor keeps one, the other closes as merged and its task is
+"""Merging customers who each have an open at-risk follow-up (a review finding): the survivor keeps one, the other closes as merged and its task is
 cancelled, so the owners' counts count the customer once."""
 from __future__ import annotations
 
