@@ -95,6 +95,28 @@ def test_a_fit_refreshes_missing_statistics_first(churn_app: Flask, database_url
     assert reltuples > 0  # -1 before: never analyzed
 
 
+def test_statistics_of_a_table_analyzed_nearly_empty_are_refreshed(
+        churn_app: Flask, database_url: str) -> None:
+    """Autovacuum may analyze a table early in a load, while it is nearly empty; a few
+    hundred rows later its statistics still say "empty". The fit analyzes it again, as
+    autovacuum would on its next pass (threshold 50 + 10% of the rows by default)."""
+    if not database_url.startswith("postgresql"):
+        return
+    customer("First")
+    db.session.commit()
+    with db.engine.connect().execution_options(isolation_level="AUTOCOMMIT") as conn:
+        conn.exec_driver_sql("ANALYZE customers")
+    assert "customers" not in features.refresh_statistics(days_ago(0))
+    many_customers(200)
+    # A backend reports its row counts to the statistics at most once a second: at once.
+    db.session.execute(text("SELECT pg_stat_force_next_flush()"))
+    db.session.commit()
+    assert "customers" in features.refresh_statistics(days_ago(0))
+    reltuples = db.session.execute(text(
+        "SELECT reltuples FROM pg_class WHERE relname = 'customers'")).scalar_one()
+    assert reltuples > 150
+
+
 def test_two_scoring_runs_at_once_both_finish(churn_app: Flask, database_url: str) -> None:
     """A run holds the scoring lock in a transaction left open; a second run waits on it,
     then replaces the first one's scores instead of failing on the unique key."""
