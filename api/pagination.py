@@ -167,3 +167,29 @@ def make_page(rows: Sequence[Any], first: int, after: str | None,
     return Page(nodes=nodes, cursors=LazyCursors(nodes, key),
                 has_next_page=len(rows) > first, has_previous_page=bool(after),
                 total=total)
+
+
+def keyset_page(query: Any, order: Sequence[Any], first: int | None, after: str | None, *,
+                kinds: Sequence[type], descending: bool = False) -> Page:
+    """One page of ``query`` (an ORM ``select``) in the order of the ``order`` attributes
+    (all ascending, or all descending), after the cursor ``after``; ``kinds`` are the
+    cursor values' types, so an edited cursor is BAD_USER_INPUT, not a database error.
+
+    The direction is given once, for the cursor condition and the ORDER BY alike, and the
+    total counts the unpaged query when a client selects it.
+    """
+    from sqlalchemy import func, select
+
+    from core.db import db
+
+    size = page_size(first)
+    paged = query
+    if after:
+        paged = query.where(after_condition(order, decode_cursor(after, len(order), kinds),
+                                            descending))
+    ordering = [column.desc() for column in order] if descending else list(order)
+    rows = db.session.scalars(paged.order_by(*ordering).limit(size + 1)).all()
+    names = [column.key for column in order]
+    return make_page(rows, size, after, lambda row: [getattr(row, n) for n in names],
+                     lambda: db.session.scalar(
+                         select(func.count()).select_from(query.subquery())))

@@ -10,16 +10,15 @@ from typing import Any
 import graphene
 from graphene import relay
 from graphene.types.generic import GenericScalar
-from sqlalchemy import func, select
+from sqlalchemy import select
 
 from api import (
-    RapportMutation, connection, ctx, domain, error_type, global_id, load_related, make_page,
-    node_type, page_size, scoped,
+    RapportMutation, connection, ctx, domain, error_type, global_id, load_related, node_type,
+    scoped,
 )
 from api.loaders import AgentByIdLoader, AlertByIdLoader, ModelByIdLoader
-from api.pagination import after_condition, bad_input, decode_cursor
+from api.pagination import bad_input, keyset_page
 from api.types import Agent, AlertType, decode_global_id
-from core.db import db
 
 from plugins.care import incidents
 from plugins.care.models import Incident, IncidentStage
@@ -89,19 +88,11 @@ IncidentConnection = connection(IncidentNode, "Incident")
 
 def resolve_incidents(root: Any, info: Any, first: int | None = None, after: str | None = None,
                       stage: Any = None) -> Any:
-    size = page_size(first)
     query = select(Incident)
     if stage is not None:
         query = query.where(Incident.stage == IncidentStage(getattr(stage, "value", stage)))
-    paged = query
-    if after:
-        paged = query.where(after_condition([Incident.opened_at, Incident.id],
-                                            decode_cursor(after, 2, (dt.datetime, int)),
-                                            descending=True))
-    rows = db.session.scalars(paged.order_by(Incident.opened_at.desc(), Incident.id.desc())
-                              .limit(size + 1)).all()
-    return make_page(rows, size, after, lambda i: [i.opened_at, i.id], lambda: db.session.scalar(
-        select(func.count()).select_from(query.subquery())))
+    return keyset_page(query, [Incident.opened_at, Incident.id], first, after,
+                       kinds=(dt.datetime, int), descending=True)
 
 
 def resolve_incident(root: Any, info: Any, id: str) -> Any:

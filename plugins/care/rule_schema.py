@@ -8,13 +8,13 @@ from typing import Any
 import graphene
 from graphene import relay
 from graphene.types.generic import GenericScalar
-from sqlalchemy import func, select
+from sqlalchemy import select
 
 from api import (
-    RapportMutation, connection, ctx, domain, error_type, global_id, make_page, node_type,
-    page_size, scoped,
+    RapportMutation, connection, ctx, domain, error_type, global_id, node_type,
+    scoped,
 )
-from api.pagination import after_condition, bad_input, decode_cursor
+from api.pagination import bad_input, keyset_page
 from api.types import decode_global_id
 from core.db import db
 
@@ -136,23 +136,15 @@ def _decode(value: str, type_name: str, field: str) -> int:
 
 def resolve_rules(root: Any, info: Any, first: int | None = None, after: str | None = None,
                   enabled: bool | None = None) -> Any:
-    size = page_size(first)
     query = select(Rule).where(Rule.deleted_at.is_(None))
     if enabled is not None:
         query = query.where(Rule.enabled.is_(enabled))
-    paged = query
-    if after:
-        paged = query.where(after_condition([Rule.id], decode_cursor(after, 1, (int,)),
-                                            descending=False))
-    rows = db.session.scalars(paged.order_by(Rule.id).limit(size + 1)).all()
-    return make_page(rows, size, after, lambda r: [r.id], lambda: db.session.scalar(
-        select(func.count()).select_from(query.subquery())))
+    return keyset_page(query, [Rule.id], first, after, kinds=(int,))
 
 
 def resolve_rule_runs(root: Any, info: Any, rule_id: str | None = None,
                       first: int | None = None, after: str | None = None,
                       status: Any = None) -> Any:
-    size = page_size(first)
     query = select(RuleRun)
     scopes = _scopes(info)
     if "admin" not in scopes:
@@ -163,13 +155,7 @@ def resolve_rule_runs(root: Any, info: Any, rule_id: str | None = None,
         query = query.where(RuleRun.rule_id == _decode(rule_id, "Rule", "ruleId"))
     if status is not None:
         query = query.where(RuleRun.status == RunStatus(getattr(status, "value", status)))
-    paged = query
-    if after:
-        paged = query.where(after_condition([RuleRun.id], decode_cursor(after, 1, (int,)),
-                                            descending=True))
-    rows = db.session.scalars(paged.order_by(RuleRun.id.desc()).limit(size + 1)).all()
-    return make_page(rows, size, after, lambda r: [r.id], lambda: db.session.scalar(
-        select(func.count()).select_from(query.subquery())))
+    return keyset_page(query, [RuleRun.id], first, after, kinds=(int,), descending=True)
 
 
 # --- Rule mutations ---------------------------------------------------------------------------

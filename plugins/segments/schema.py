@@ -17,10 +17,10 @@ from sqlalchemy import func, select
 
 from api import (
     Money, RapportLoader, RapportMutation, connection, ctx, domain, error_type, global_id,
-    make_page, node_type, page_size, scoped,
+    node_type, scoped,
 )
 from api.limits import COUNT_COST, costly
-from api.pagination import after_condition, bad_input, decode_cursor
+from api.pagination import bad_input, keyset_page
 from api.queries import (
     CustomerConnection, CustomerFilterInput, customer_filter_spec, resolve_customers,
 )
@@ -193,14 +193,7 @@ SegmentConnection = connection(Segment, "Segment")
 
 def resolve_segments(root: Any, info: Any, first: int | None = None, after: str | None = None
                      ) -> Any:
-    size = page_size(first)
-    query = select(SegmentRow)
-    if after:
-        query = query.where(after_condition([SegmentRow.id.expression], decode_cursor(after, 1),
-                                            descending=False))
-    rows = db.session.scalars(query.order_by(SegmentRow.id).limit(size + 1)).all()
-    return make_page(rows, size, after, lambda s: [s.id], lambda: db.session.scalar(
-        select(func.count()).select_from(SegmentRow)))
+    return keyset_page(select(SegmentRow), [SegmentRow.id], first, after, kinds=(int,))
 
 
 def resolve_segment(root: Any, info: Any, id: str) -> Any:

@@ -10,13 +10,13 @@ from typing import Any
 
 import graphene
 from graphene import relay
-from sqlalchemy import func, select
+from sqlalchemy import select
 
 from api import (
-    RapportMutation, connection, ctx, domain, error_type, global_id, make_page, node_type,
-    page_size, scoped,
+    RapportMutation, connection, ctx, domain, error_type, global_id, node_type,
+    scoped,
 )
-from api.pagination import after_condition, bad_input, decode_cursor
+from api.pagination import bad_input, keyset_page
 from api.types import decode_global_id
 from core.db import db
 
@@ -126,31 +126,17 @@ def _decode(value: str, type_name: str, field: str) -> int:
 
 def resolve_webhooks(root: Any, info: Any, first: int | None = None, after: str | None = None,
                      active: bool | None = None) -> Any:
-    size = page_size(first)
-    query = service.endpoints_query(active)
-    paged = query
-    if after:
-        paged = query.where(after_condition([Endpoint.id], decode_cursor(after, 1),
-                                            descending=False))
-    rows = db.session.scalars(paged.order_by(Endpoint.id).limit(size + 1)).all()
-    return make_page(rows, size, after, lambda e: [e.id], lambda: db.session.scalar(
-        select(func.count()).select_from(query.subquery())))
+    return keyset_page(service.endpoints_query(active), [Endpoint.id], first, after,
+                       kinds=(int,))
 
 
 def resolve_webhook_deliveries(root: Any, info: Any, webhook_id: str, first: int | None = None,
                                after: str | None = None, status: Any = None) -> Any:
-    size = page_size(first)
     endpoint_id = _decode(webhook_id, "Webhook", "webhookId")
     query = select(Delivery).where(Delivery.endpoint_id == endpoint_id)
     if status is not None:
         query = query.where(Delivery.status == DeliveryStatus(getattr(status, "value", status)))
-    paged = query
-    if after:
-        paged = query.where(after_condition([Delivery.id], decode_cursor(after, 1),
-                                            descending=True))
-    rows = db.session.scalars(paged.order_by(Delivery.id.desc()).limit(size + 1)).all()
-    return make_page(rows, size, after, lambda d: [d.id], lambda: db.session.scalar(
-        select(func.count()).select_from(query.subquery())))
+    return keyset_page(query, [Delivery.id], first, after, kinds=(int,), descending=True)
 
 
 # --- Mutations -------------------------------------------------------------------------------

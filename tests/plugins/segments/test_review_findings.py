@@ -138,3 +138,15 @@ def test_customers_with_equal_purchases_share_their_scores(segments_app: Flask) 
     # five 100s share 1 (ranks 1..4 of 2..6 -> 1), Twice 5.
     assert {scores[who] for who in same} == {(2, 1, 1, "low")}
     assert scores[once] == (1, 1, 1, "low") and scores[twice] == (1, 5, 5, "high")
+
+
+def test_an_edited_cursor_is_bad_input(segments_app: Flask, gql: GraphQL) -> None:
+    """A cursor whose value is not an id (text compared with the integer key) is refused
+    before it reaches the database, on both databases."""
+    import base64
+
+    forged = base64.urlsafe_b64encode(b'["x"]').decode().rstrip("=")
+    body = gql.raw("query($a: String) { segments(after: $a) { totalCount } }",
+                   {"a": forged}).get_json()
+    assert body["data"] is None or body["data"]["segments"] is None
+    assert [e["extensions"]["code"] for e in body["errors"]] == ["BAD_USER_INPUT"]

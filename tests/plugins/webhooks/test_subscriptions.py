@@ -233,3 +233,12 @@ def test_a_batch_whose_worker_died_is_claimed_again(production_like: Flask) -> N
                                 event_type="alert.raised", status=DeliveryStatus.PENDING,
                                 attempt_count=0, next_attempt_at=utcnow()))
     assert sender.claim(settings, 10) == []  # another sender holds this endpoint
+
+
+def test_an_edited_cursor_is_bad_input(gql: GraphQL) -> None:
+    import base64
+
+    forged = base64.urlsafe_b64encode(b'["x"]').decode().rstrip("=")
+    body = gql.raw("query($a: String) { webhooks(after: $a) { totalCount } }",
+                   {"a": forged}).get_json()
+    assert [e["extensions"]["code"] for e in body["errors"]] == ["BAD_USER_INPUT"]
