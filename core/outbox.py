@@ -20,6 +20,7 @@ import atexit
 import logging
 import re
 import threading
+import time
 from dataclasses import dataclass
 from typing import Any
 
@@ -148,7 +149,17 @@ def _claim(session: Session, limit: int) -> list[OutboxEvent]:
         select(OutboxEvent.aggregate_id).where(
             OutboxEvent.delivered_at.is_(None), OutboxEvent.id < max(mine),
             OutboxEvent.id.not_in(mine)).distinct()))
-    return [r for r in rows if r.aggregate_id not in held]
+    free = [r for r in rows if r.aggregate_id not in held]
+    return free if free else _DEFERRED
+
+
+class _Deferred(list):  # type: ignore[type-arg]
+    """Rows waited but none may go yet (see ``relay_once``): empty, and told apart."""
+
+
+_DEFERRED: list[OutboxEvent] = _Deferred()
+#: Waits before claiming again while every claimable row is deferred (about 1 s in all).
+_DEFERRED_PAUSES = (0.01, 0.02, 0.05, 0.1, 0.2, 0.3, 0.4)
 
 
 def relay_once(limit: int = BATCH_SIZE) -> int:
@@ -160,6 +171,15 @@ def relay_once(limit: int = BATCH_SIZE) -> int:
         lock.acquire()
     try:
         rows = _claim(session, limit)
+        for pause in _DEFERRED_PAUSES:
+            if rows is not _DEFERRED:
+                break
+            # Every row claimed belongs to an aggregate whose older event another relay
+            # holds at this moment (often one that is about to give its rows back): "nothing
+            # waiting" would end this relay's loop while events wait. Let go, wait, retry.
+            session.rollback()
+            time.sleep(pause)
+            rows = _claim(session, limit)
         if not rows:
             session.rollback()
             return 0
