@@ -12,14 +12,14 @@ from typing import Any
 import graphene
 from graphene import relay
 from graphene.types.generic import GenericScalar
-from sqlalchemy import func, select
+from sqlalchemy import select
 
 from api.authorization import domain
 from api.mutations import plain
-from api.pagination import Page, bad_input, decode_cursor, make_page, page_size
+from api.pagination import Page, bad_input, keyset_page
 from api.types import connection, ctx, node_type, scoped
 from core import changes as audit
-from core.db import MAX_ID, db
+from core.db import db
 from core.ids import decode_global_id
 from core.models import AuditEntry as AuditRow, AuditObject
 
@@ -108,16 +108,8 @@ def resolve_audit_entries(root: Any, info: Any, first: int | None = None,
                           after: str | None = None, filter: Any = None) -> Page:
     """Newest first (by id: entries are appended in commit order within a transaction)."""
     conditions = _conditions(plain(filter or {}))
-    size = page_size(first)
-    stmt = select(AuditRow).where(*conditions)
-    if after:
-        last = decode_cursor(after, 1, (int,))[0]
-        if not 0 < last <= MAX_ID:
-            raise bad_input("Not a cursor of this list.")
-        stmt = stmt.where(AuditRow.id < last)
-    rows = db.session.scalars(stmt.order_by(AuditRow.id.desc()).limit(size + 1)).all()
-    return make_page(rows, size, after, lambda row: [row.id], lambda: db.session.scalar(
-        select(func.count()).select_from(AuditRow).where(*conditions)))
+    return keyset_page(select(AuditRow).where(*conditions), [AuditRow.id], first, after,
+                       kinds=(int,), descending=True)
 
 
 def audit_query_fields() -> dict[str, graphene.Field]:

@@ -7,6 +7,7 @@ from typing import Any, TypeVar
 
 from aiodataloader import DataLoader
 
+from api.limits import CostMeter
 from core.auth import Principal
 
 L = TypeVar("L", bound=DataLoader)
@@ -18,6 +19,8 @@ class RequestContext:
     _loaders: dict[tuple[Any, ...], DataLoader] = field(default_factory=dict)
     #: What resolvers work out once per request (e.g. whether a selection reads a field).
     memo: dict[Any, Any] = field(default_factory=dict)
+    #: What resolvers charge beyond the document's cost (api/limits.py, ``CostMeter``).
+    cost: CostMeter = field(default_factory=CostMeter)
 
     def loader(self, cls: type[L], **params: Any) -> L:
         """The request's instance of ``cls`` for these ``params`` (created on first use).

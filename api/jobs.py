@@ -14,11 +14,11 @@ from typing import Any
 import graphene
 from graphene import relay
 from graphene.types.generic import GenericScalar
-from sqlalchemy import func, select
+from sqlalchemy import select
 
 from api.authorization import domain, read_scope, structural
 from api.mutations import RapportMutation, global_id, plain
-from api.pagination import Page, bad_input, decode_cursor, make_page, page_size
+from api.pagination import Page, bad_input, keyset_page
 from api.types import connection, ctx, decode_global_id, error_type, forbidden, node_type, scoped
 from core import files, jobs, scheduler
 from core.db import db
@@ -185,13 +185,8 @@ def _readable_kinds(info: Any) -> list[str]:
 def _id_page(model: Any, conditions: list[Any], first: int | None, after: str | None
              ) -> Page:
     """Newest first by id."""
-    size = page_size(first)
-    stmt = select(model).where(*conditions)
-    if after:
-        stmt = stmt.where(model.id < decode_cursor(after, 1, (int,))[0])
-    rows = db.session.scalars(stmt.order_by(model.id.desc()).limit(size + 1)).all()
-    return make_page(rows, size, after, lambda row: [row.id], lambda: db.session.scalar(
-        select(func.count()).select_from(model).where(*conditions)))
+    return keyset_page(select(model).where(*conditions), [model.id], first, after,
+                       kinds=(int,), descending=True)
 
 
 def resolve_jobs(root: Any, info: Any, first: int | None = None, after: str | None = None,

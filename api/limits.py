@@ -30,12 +30,18 @@ Database work a DataLoader batches is charged once per selection, not per parent
   again for each ``totalCount``: a substring match cannot use an index (on a field that is
   not a connection, a report over a segment, it costs that for each value);
 - a mutation field costs ``MUTATION_COST`` (a transaction, hooks, audit).
+
+What only the data shows is charged while the request runs (``CostMeter``): a customer
+filter costs what ``core.services.segments.filter_cost`` says (a saved segment what its
+stored filter holds, the segments it names included) beyond the searches counted above,
+for each scan it filters; past the limit, that field is refused with QUERY_TOO_COMPLEX
+before its work is done.
 """
 
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field as dataclass_field
 from typing import Any, NamedTuple, TypeVar
 
@@ -52,11 +58,11 @@ from graphql import (
 from graphql.validation.rules import overlapping_fields_can_be_merged
 
 from api.pagination import DEFAULT_PAGE_SIZE, MAX_PAGE_SIZE
+from core.services.segments import SEARCH_COST
 
 FIELD_COST = 1
 PAGE_QUERY_COST = 10
 COUNT_COST = 1_000
-SEARCH_COST = 2_000
 MUTATION_COST = 100
 #: A declared cost for reports and aggregates computed by the database (GROUP BY over a
 #: period or a segment), for ``costly(field, REPORT_COST)``.
@@ -399,6 +405,53 @@ def _arguments(node: FieldNode, args: Mapping[str, Any]) -> tuple[int, ListValue
                 of_type = item_type.of_type if isinstance(item_type, GraphQLList) else None
                 stack.extend((v, of_type) for v in value.values)
     return found, long_list
+
+
+def argument_searches(node: FieldNode, args: Mapping[str, Any]) -> int:
+    """The ``search`` values the analysis counted in a field's arguments (``args``: the
+    field definition's), each charged ``SEARCH_COST`` per scan."""
+    return _arguments(node, args)[0]
+
+
+class CostMeter:
+    """The cost a request's resolvers charge for what only the data shows (a saved
+    segment's stored filter), on top of its document's: a charge that would take the
+    total past ``max_cost`` raises QUERY_TOO_COMPLEX before the work it pays for.
+
+    ``document_cost`` is measured on the first charge only (most requests make none).
+    """
+
+    def __init__(self, max_cost: int | None = None,
+                 document_cost: Callable[[], int] = lambda: 0):
+        self.max_cost = max_cost
+        self._measure = document_cost
+        self._document: int | None = None
+        #: What the resolvers charged so far (refused charges excluded).
+        self.charged = 0
+
+    @property
+    def document_cost(self) -> int:
+        if self._document is None:
+            self._document = self._measure()
+        return self._document
+
+    @property
+    def total(self) -> int:
+        return self.document_cost + self.charged
+
+    def charge(self, amount: int, what: str) -> None:
+        if amount <= 0:
+            return
+        total = self.document_cost + self.charged + amount
+        if self.max_cost is not None and total > self.max_cost:
+            raise GraphQLError(
+                f"{what} costs {amount} more than the document shows (a saved segment's "
+                f"filter holds a search); the query would cost {total}, the limit is "
+                f"{self.max_cost}. Ask for fewer counts or pages over it (the cost model: "
+                f"docs/graphql.md).",
+                extensions={"code": "QUERY_TOO_COMPLEX", "cost": total,
+                            "maxCost": self.max_cost})
+        self.charged += amount
 
 
 class Analysis(NamedTuple):

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import datetime as dt
 from collections import defaultdict, namedtuple
 from collections.abc import Sequence
 from typing import Any, ClassVar
@@ -9,7 +10,7 @@ from typing import Any, ClassVar
 from aiodataloader import DataLoader
 from sqlalchemy import ARRAY, BigInteger, bindparam, func, select, true
 
-from api.pagination import after_condition
+from api.pagination import Keyset
 from core.db import db
 from core.models import Agent, Alert, Customer, CustomerExternalId, CustomerTag, Interaction
 
@@ -127,6 +128,11 @@ def interaction_row_class(columns: tuple[str, ...]) -> Any:
     return found
 
 
+#: The order of a customer's interactions: newest first.
+NEWEST_INTERACTIONS = Keyset((Interaction.occurred_at, Interaction.id), (dt.datetime, int),
+                             descending=True)
+
+
 class InteractionsByCustomerLoader(RapportLoader):
     """Up to ``limit`` interactions per customer, newest first, after an optional cursor,
     as ``InteractionRow``s.
@@ -137,7 +143,7 @@ class InteractionsByCustomerLoader(RapportLoader):
     ``limit`` rows, whatever the table's size or a customer's history (a window over the
     page's rows can be planned as a scan of the whole table). Elsewhere (SQLite) one
     ROW_NUMBER() query over the page's customers. Params: ``limit`` (page size + 1),
-    ``kinds``, ``after`` (occurred_at, id) or None, ``fields``: the names of the fields
+    ``kinds``, ``after`` (``NEWEST_INTERACTIONS.decode``), ``fields``: the names of the fields
     selected below (any depth), whose columns alone are read (None: all columns).
     """
 
@@ -148,9 +154,8 @@ class InteractionsByCustomerLoader(RapportLoader):
         columns = [getattr(Interaction, name) for name in names]
         conditions = _interaction_filter(self.params.get("kinds"))
         if after is not None:
-            conditions.append(after_condition([Interaction.occurred_at, Interaction.id],
-                                              list(after), descending=True))
-        newest_first = (Interaction.occurred_at.desc(), Interaction.id.desc())
+            conditions.append(NEWEST_INTERACTIONS.after(after))
+        newest_first = NEWEST_INTERACTIONS.ordering()
         if db.session.get_bind().dialect.name == "postgresql":
             # One array parameter: the statement is the same for every page (cached,
             # prepared by the server).
@@ -162,8 +167,8 @@ class InteractionsByCustomerLoader(RapportLoader):
                                    *conditions)
                             .order_by(*newest_first).limit(limit).lateral("timeline"))
             stmt = (select(per_customer).select_from(customers.join(per_customer, true()))
-                    .order_by(per_customer.c.customer_id, per_customer.c.occurred_at.desc(),
-                              per_customer.c.id.desc()))
+                    .order_by(per_customer.c.customer_id, *NEWEST_INTERACTIONS.ordering(
+                        [per_customer.c.occurred_at, per_customer.c.id])))
         else:
             position = func.row_number().over(partition_by=Interaction.customer_id,
                                               order_by=newest_first).label("position")

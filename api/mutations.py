@@ -11,18 +11,20 @@ from graphene.types.generic import GenericScalar
 from graphene.utils.str_converters import to_snake_case
 from graphql import GraphQLObjectType, Undefined, get_named_type
 
-from api.authorization import STRUCTURAL, read_scope
-from api.loaders import InteractionByIdLoader
+from api.authorization import STRUCTURAL, read_scope, structural
+from api.loaders import AgentByIdLoader, InteractionByIdLoader
 from api.types import (
     Agent, AgentError, AgentRole, AlertError, AlertType, CustomerAttributeDefinition,
     CustomerError, CustomerType, Interaction, InteractionError, LifecycleStage, ctx,
-    decode_global_id,
+    decode_global_id, forbidden,
 )
 from core import changes, context, ids
 from core.errors import ErrorCode, FieldError, UserError, camel
 from core.services import customers, interactions, staff, transaction
 
 MAX_BATCH = 1000
+#: Giving a customer a new owner moves their open tasks and follow-ups (care plugin).
+REASSIGN_SCOPE = "customers:reassign"
 
 
 def plain(value: Any) -> Any:
@@ -185,6 +187,10 @@ class UpdateCustomer(RapportMutation):
     def perform(cls, info: Any, input: dict[str, Any]) -> UpdateCustomer:
         customer_id = global_id(input, "id", "Customer")
         if "owner_id" in input:
+            # A new owner takes the customer's open tasks and follow-ups (other domains):
+            # the dedicated scope names that hand-over (CONTRACTS: cross-domain changes).
+            if not ctx(info).principal.allows(REASSIGN_SCOPE):
+                raise forbidden(REASSIGN_SCOPE)
             input["owner_id"] = global_id(input, "owner_id", "Agent", required=False)
         return cls(customer=customers.update_customer(customer_id, input))  # type: ignore[arg-type]
 
@@ -407,7 +413,8 @@ class CreateAgentInput(graphene.InputObjectType):
     name = graphene.String(required=True)
     email = graphene.String(required=True)
     team = graphene.String()
-    role = AgentRole(description="Default: SERVICE_REPRESENTATIVE.")
+    role = AgentRole(description="Default: SERVICE_REPRESENTATIVE. ADMIN needs the admin scope "
+                                 "(NOT_ALLOWED).")
 
 
 class CreateAgent(RapportMutation):
@@ -420,7 +427,113 @@ class CreateAgent(RapportMutation):
 
     @classmethod
     def perform(cls, info: Any, input: dict[str, Any]) -> CreateAgent:
-        return cls(agent=staff.create_agent(input))
+        return cls(agent=staff.create_agent(input, caller=_staff_caller(info)))
+
+
+def _staff_caller(info: Any) -> staff.Caller:
+    principal = ctx(info).principal
+    return staff.Caller(agent_id=principal.agent_id, admin=principal.allows("admin"))
+
+
+class UpdateAgentInput(graphene.InputObjectType):
+    id = graphene.ID(required=True)
+    name = graphene.String()
+    team = graphene.String(description="null: no team.")
+    role = AgentRole()
+    active = graphene.Boolean(description=(
+        "false: the agent's API keys and report links stop working at once; its customers "
+        "keep it as owner until reassignCustomers gives them another."))
+
+
+class UpdateAgent(RapportMutation):
+    """Change a staff member; only the fields sent change. The last active admin agent
+    can be neither deactivated nor given another role; an agent cannot change its own role
+    or deactivate itself; giving or taking the ADMIN role, or changing an admin agent,
+    needs the admin scope (all NOT_ALLOWED)."""
+
+    class Arguments:
+        input = UpdateAgentInput(required=True)
+
+    agent = graphene.Field(Agent)
+    scope = "agents:write"
+    error_type = AgentError
+
+    @classmethod
+    def perform(cls, info: Any, input: dict[str, Any]) -> UpdateAgent:
+        agent_id = global_id(input, "id", "Agent")
+        return cls(agent=staff.update_agent(  # type: ignore[arg-type]
+            agent_id, input, caller=_staff_caller(info)))
+
+
+@structural
+class OwnerAssignment(graphene.ObjectType):
+    """How many customers a reassignment gave one new owner."""
+
+    owner = graphene.Field(Agent, required=True)
+    count = graphene.Int(required=True)
+
+    @staticmethod
+    def resolve_owner(root: tuple[int, int], info: Any) -> Any:
+        return ctx(info).loader(AgentByIdLoader).load(root[0])
+
+    @staticmethod
+    def resolve_count(root: tuple[int, int], info: Any) -> int:
+        return root[1]
+
+
+class ReassignCustomersInput(graphene.InputObjectType):
+    from_owner_id = graphene.ID(description="Move this agent's customers (all of them, or "
+                                            "those of customerIds).")
+    customer_ids = graphene.List(graphene.NonNull(graphene.ID), description=(
+        f"Move these customers (at most {staff.MAX_REASSIGN_IDS}); with fromOwnerId, only "
+        "those it owns."))
+    to_owner_id = graphene.ID(description="The new owner: an active agent.")
+    to_team = graphene.String(description=(
+        "Or spread the customers over this team's active agents: each next customer to "
+        "the agent holding the fewest customers (ties: the oldest agent)."))
+    only_active = graphene.Boolean(description="Leave churned customers with their owner "
+                                               "(default false). Erased ones never move.")
+
+
+class ReassignCustomers(RapportMutation):
+    """Give customers a new owner (an agent left, or a team is rebalanced); their open
+    tasks and follow-ups with the previous owner move along (care plugin)."""
+
+    class Arguments:
+        input = ReassignCustomersInput(required=True)
+
+    moved = graphene.Int(required=True, description="Customers that changed owner.")
+    assignments = graphene.List(graphene.NonNull(OwnerAssignment), required=True,
+                                description="Per new owner, by agent id.")
+    scope = REASSIGN_SCOPE
+    error_type = CustomerError
+
+    @staticmethod
+    def resolve_moved(root: ReassignCustomers, info: Any) -> int:
+        return root.moved or 0  # type: ignore[return-value]
+
+    @staticmethod
+    def resolve_assignments(root: ReassignCustomers, info: Any) -> list[Any]:
+        return root.assignments or []  # type: ignore[return-value]
+
+    @classmethod
+    def perform(cls, info: Any, input: dict[str, Any]) -> ReassignCustomers:
+        data: dict[str, Any] = {"only_active": bool(input.get("only_active"))}
+        for key in ("from_owner_id", "to_owner_id"):
+            if input.get(key) is not None:
+                data[key] = global_id(input, key, "Agent")
+        if input.get("to_team") is not None:
+            data["to_team"] = input["to_team"]
+        if input.get("customer_ids") is not None:
+            data["customer_ids"] = []
+            for index, value in enumerate(input["customer_ids"]):
+                try:
+                    data["customer_ids"].append(decode_global_id(value, "Customer"))
+                except ValueError as exc:
+                    raise UserError.single(str(exc), ErrorCode.INVALID,
+                                           f"customerIds.{index}") from None
+        result = staff.reassign_customers(data)
+        return cls(moved=result.moved, assignments=list(result.counts.items()))
 
 
 class AcknowledgeAlertInput(graphene.InputObjectType):
@@ -452,5 +565,7 @@ CORE_MUTATIONS: dict[str, type[RapportMutation]] = {
     "recordInteraction": RecordInteraction,
     "recordInteractions": RecordInteractions,
     "createAgent": CreateAgent,
+    "updateAgent": UpdateAgent,
+    "reassignCustomers": ReassignCustomers,
     "acknowledgeAlert": AcknowledgeAlert,
 }

@@ -5,7 +5,7 @@ from __future__ import annotations
 import contextvars
 import datetime as dt
 import enum
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from typing import Any
 
@@ -18,13 +18,13 @@ from sqlalchemy import ColumnElement, func, literal_column, select
 
 from api.authorization import node_scope
 from api.loaders import CustomerByIdLoader
-from api.limits import REPORT_COST, costly
+from api.limits import REPORT_COST, SEARCH_COST, argument_searches, costly
 from api.mutations import plain
-from api.pagination import Page, after_condition, bad_input, decode_cursor, make_page, page_size
+from api.pagination import Page, bad_input, keyset_page, page_size
 from api.types import (
-    AUTHENTICATED, Agent as AgentType, AlertStatus, CustomerStatus, LifecycleStage, AlertType, CustomerAttributeDefinition, CustomerType,
-    DuplicateGroup, InteractionKind, PluginInfo, connection, ctx, decode_global_id, forbidden,
-    scoped,
+    AUTHENTICATED, Agent as AgentType, AlertStatus, AlertType, CustomerAttributeDefinition,
+    CustomerStatus, CustomerType, DuplicateGroup, InteractionKind, LifecycleStage, PluginInfo,
+    connection, ctx, decode_global_id, forbidden, scoped, selected_fields,
 )
 from core.app import rapport
 from core.auth import Principal
@@ -33,7 +33,7 @@ from core.errors import ErrorCode, UserError
 from core.models import Agent, Alert, Customer, CustomerAttributeDefinition as AttributeRow
 from core.services import customers as customer_service
 from core.services.segments import (
-    CustomerFilterField, customer_conditions, filter_fields, plugin_fields_used,
+    CustomerFilterField, customer_conditions, filter_cost, filter_fields, plugin_fields_used,
     validate_filter,
 )
 
@@ -188,10 +188,34 @@ def _need_scope(principal: Principal, name: str, field: CustomerFilterField) -> 
                            extensions={"code": "FORBIDDEN"})
 
 
-def _filter_conditions(raw: dict[str, Any] | None, principal: Principal
-                       ) -> list[ColumnElement[bool]]:
+def count_selections(info: Any) -> int:
+    """How many ``totalCount`` the current connection field selects (aliases apart,
+    through fragments): a COUNT each."""
+    return sum(field.name.value == "totalCount" for field in selected_fields(info))
+
+
+def charge_filter(info: Any, spec: Mapping[str, Any], scans: int = 1) -> None:
+    """Charge the request (``RequestContext.cost``) what a validated filter costs beyond
+    what the document's cost counted for this field's arguments (a ``search`` there, or a
+    variable that may hold one), for each of ``scans``: a saved segment's stored search is
+    only known here. QUERY_TOO_COMPLEX past the cost limit, before the work is done."""
+    extra = filter_cost(spec)
+    if extra <= 0:
+        return
+    definition = info.parent_type.fields.get(info.field_name)
+    counted = sum(argument_searches(node, definition.args) for node in info.field_nodes
+                  ) if definition is not None else 0
+    ctx(info).cost.charge((extra - counted * SEARCH_COST) * scans,
+                          f"The customer filter of {info.field_name}")
+
+
+def _filter_conditions(raw: dict[str, Any] | None, principal: Principal, info: Any = None,
+                       scans: int = 1) -> list[ColumnElement[bool]]:
     try:
-        return customer_conditions(customer_filter_spec(raw, principal))
+        spec = customer_filter_spec(raw, principal)
+        if info is not None:
+            charge_filter(info, spec, scans)
+        return customer_conditions(spec)
     except UserError as exc:
         raise bad_input("; ".join(f"filter.{e.field}: {e.message}" if e.field else e.message
                                   for e in exc.errors)) from None
@@ -209,29 +233,31 @@ _SORT_COLUMNS: dict[str, ColumnElement[Any]] = {
     "name": func.coalesce(Customer.name_normalized, literal_column("''")),
 }
 
+#: A customer's cursor values in each order: the sort value as SQL computes it, and the id.
+_SORT_KEYS: dict[str, Callable[[Customer], list[Any]]] = {
+    "created_at": lambda c: [c.created_at, c.id],
+    "updated_at": lambda c: [c.updated_at, c.id],
+    "name": lambda c: [c.name_normalized or "", c.id],
+}
+
 
 def resolve_customers(root: Any, info: Any, first: int | None = None, after: str | None = None,
-                      filter: dict[str, Any] | None = None, order_by: dict[str, Any] | None = None
-                      ) -> Page:
-    size = page_size(first)
-    conditions = _filter_conditions(filter, ctx(info).principal)
+                      filter: dict[str, Any] | None = None, order_by: dict[str, Any] | None = None,
+                      total: Callable[[], Any] | None = None) -> Page:
+    """A page of customers; ``total``: how the caller counts them (a batched count)
+    instead of a COUNT per ``totalCount``."""
+    page_size(first)  # a bad size is reported before a bad filter
+    scans = 1 + (count_selections(info) if total is None else 0)  # the page, each COUNT
+    conditions = _filter_conditions(filter, ctx(info).principal, info, scans)
     order = plain(order_by or {})
     sort_key = order.get("field", "created_at")
-    descending = order.get("direction", "asc") == "desc"
-    sort = _SORT_COLUMNS[sort_key]
-    columns = [sort, Customer.id]
-    stmt = select(Customer, sort.label("sort_value")).where(*conditions)
-    if after:
-        values = decode_cursor(after, 2, (_SORT_KINDS[sort_key], int))
-        stmt = stmt.where(after_condition(columns, values, descending))
-    stmt = stmt.order_by(*(c.desc() if descending else c.asc() for c in columns)).limit(size + 1)
-    rows = db.session.execute(stmt).all()
-
-    def total() -> int:
-        return db.session.scalar(select(func.count()).select_from(Customer).where(*conditions)) or 0
-
-    page = make_page(rows, size, after, lambda row: [row.sort_value, row[0].id], total)
-    page.nodes = [row[0] for row in page.nodes]
+    page = keyset_page(select(Customer).where(*conditions),
+                       [_SORT_COLUMNS[sort_key], Customer.id], first, after,
+                       kinds=(_SORT_KINDS[sort_key], int),
+                       descending=order.get("direction", "asc") == "desc",
+                       key=_SORT_KEYS[sort_key])
+    if total is not None:
+        page.total = total
     loader = ctx(info).loader(CustomerByIdLoader)
     for customer in page.nodes:  # nested ``customer`` fields reuse the page's rows
         loader.prime(customer.id, customer)
@@ -240,13 +266,8 @@ def resolve_customers(root: Any, info: Any, first: int | None = None, after: str
 
 def _list_page(model: Any, conditions: list[Any], first: int | None, after: str | None) -> Page:
     """Newest first by id: the order of alerts and agents lists."""
-    size = page_size(first)
-    stmt = select(model).where(*conditions)
-    if after:
-        stmt = stmt.where(model.id < decode_cursor(after, 1, (int,))[0])
-    rows = db.session.scalars(stmt.order_by(model.id.desc()).limit(size + 1)).all()
-    return make_page(rows, size, after, lambda row: [row.id], lambda: db.session.scalar(
-        select(func.count()).select_from(model).where(*conditions)))
+    return keyset_page(select(model).where(*conditions), [model.id], first, after,
+                       kinds=(int,), descending=True)
 
 
 def resolve_node(root: Any, info: Any, id: str) -> Any:

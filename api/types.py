@@ -3,8 +3,7 @@
 from __future__ import annotations
 
 import contextvars
-import datetime as dt
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 
 from typing import Any
 
@@ -20,9 +19,9 @@ from api.context import RequestContext
 from api.loaders import (
     AgentByIdLoader, AlertByIdLoader, CustomerByIdLoader, ExternalIdsByCustomerLoader,
     InteractionByIdLoader, InteractionCountByCustomerLoader, InteractionRow,
-    InteractionsByCustomerLoader, RapportLoader, TagsByCustomerLoader,
+    InteractionsByCustomerLoader, NEWEST_INTERACTIONS, RapportLoader, TagsByCustomerLoader,
 )
-from api.pagination import Page, decode_cursor, make_page, page_size
+from api.pagination import Page, page_size
 from core import models
 from core.db import MAX_ID
 from core.errors import ErrorCode, camel
@@ -143,6 +142,26 @@ def ctx(info: Any) -> RequestContext:
     return info.context  # type: ignore[no-any-return]
 
 
+def selected_fields(info: Any, *, deep: bool = False) -> Iterator[FieldNode]:
+    """The fields selected on the current field's result (through inline fragments and
+    named fragments, each named fragment once); ``deep``: at every depth below it too."""
+    seen: set[str] = set()
+    stack = [node.selection_set for node in info.field_nodes if node.selection_set]
+    while stack:
+        for selection in stack.pop().selections:
+            if isinstance(selection, FieldNode):
+                yield selection
+                if deep and selection.selection_set is not None:
+                    stack.append(selection.selection_set)
+            elif isinstance(selection, InlineFragmentNode):
+                stack.append(selection.selection_set)
+            elif isinstance(selection, FragmentSpreadNode):
+                fragment = info.fragments.get(selection.name.value)
+                if fragment is not None and selection.name.value not in seen:
+                    seen.add(selection.name.value)
+                    stack.append(fragment.selection_set)
+
+
 def selected_names(info: Any) -> frozenset[str]:
     """The names of every field selected below the current one (any depth, through
     fragments), worked out once per request and field node: loaders read only the
@@ -151,23 +170,7 @@ def selected_names(info: Any) -> frozenset[str]:
     key = ("selected", *map(id, info.field_nodes))
     found = memo.get(key)
     if found is None:
-        names: set[str] = set()
-        seen: set[str] = set()
-        stack = [node.selection_set for node in info.field_nodes if node.selection_set]
-        while stack:
-            for selection in stack.pop().selections:
-                if isinstance(selection, FieldNode):
-                    names.add(selection.name.value)
-                    if selection.selection_set is not None:
-                        stack.append(selection.selection_set)
-                elif isinstance(selection, InlineFragmentNode):
-                    stack.append(selection.selection_set)
-                elif isinstance(selection, FragmentSpreadNode):
-                    fragment = info.fragments.get(selection.name.value)
-                    if fragment is not None and selection.name.value not in seen:
-                        seen.add(selection.name.value)
-                        stack.append(fragment.selection_set)
-        found = memo[key] = frozenset(names)
+        found = memo[key] = frozenset(f.name.value for f in selected_fields(info, deep=True))
     return found  # type: ignore[no-any-return]
 
 
@@ -285,10 +288,6 @@ class Interaction(graphene.ObjectType):
 InteractionConnection = connection(Interaction, "Interaction")
 
 
-def interaction_key(row: models.Interaction) -> list[Any]:
-    return [row.occurred_at, row.id]
-
-
 class CustomerBase(graphene.ObjectType):
     """Core fields of Customer; the schema's Customer type adds every plugin's fields."""
 
@@ -350,14 +349,13 @@ class CustomerBase(graphene.ObjectType):
                                    after: str | None = None, kinds: list[str] | None = None
                                    ) -> Page:
         size = page_size(first)
-        after_key = (tuple(decode_cursor(after, 2, (dt.datetime, int))) if after
-                     else None)
+        after_key = NEWEST_INTERACTIONS.decode(after)
         kinds_key = tuple(sorted(kinds)) if kinds else None
         rows = await ctx(info).loader(
             InteractionsByCustomerLoader, limit=size + 1, after=after_key, kinds=kinds_key,
             fields=selected_names(info)).load(root.id)
         count = ctx(info).loader(InteractionCountByCustomerLoader, kinds=kinds_key)
-        return make_page(rows, size, after, interaction_key, lambda: count.load(root.id))
+        return NEWEST_INTERACTIONS.page(rows, size, after, lambda: count.load(root.id))
 
 
 @domain("alerts")

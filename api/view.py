@@ -198,7 +198,14 @@ class GraphQLService:
     def execute(self, document: DocumentNode, principal: Principal,
                 variables: dict[str, Any] | None, operation_name: str | None,
                 plans: PlanCache | None = None) -> ExecutionResult:
-        context = RequestContext(principal=principal)
+        def document_cost() -> int:
+            operation = get_operation_ast(document, operation_name)
+            return next((m.cost for m in limits.measure(
+                self.schema.graphql_schema, document, self.cost_tables)
+                if m.operation is operation), 0)
+
+        context = RequestContext(principal=principal, cost=limits.CostMeter(
+            self.settings.graphql_max_complexity, document_cost))
         context_class = (plans.context_class(operation_name) if plans is not None
                          else RapportExecutionContext)
 

@@ -13,10 +13,12 @@ CORE_SCOPES = [
     ("customers:erase", "Erase a customer's personal data everywhere (right to be forgotten)"),
     ("customers:export", "Export a customer's data: the sections of the domains the key "
                          "can read"),
+    ("customers:reassign", "Give customers a new owner (reassignCustomers, updateCustomer's "
+                           "ownerId): their open tasks and follow-ups move with them"),
     ("interactions:read", "Read interaction timelines"),
     ("interactions:write", "Record interactions"),
     ("agents:read", "Read staff members"),
-    ("agents:write", "Create staff members"),
+    ("agents:write", "Create and change staff members (deactivate, team, role)"),
     ("agents:act-as", "Send X-Rapport-Agent: act on behalf of a staff member (recorded)"),
     ("audit:read", "Read the audit log"),
     ("alerts:read", "Read alerts"),

@@ -416,6 +416,8 @@ for _command in (
                  "Keys of personal data at rest: generate, rotate."),
     lazy_command("audit", "core.audit:audit_group",
                  "The audit log: who changed what, when, through which credentials."),
+    lazy_command("customers", "core.cli_customers:customers_group",
+                 "Customers in bulk: give an owner's customers to another agent or a team."),
 ):
     cli.add_command(_command)
 

@@ -1,4 +1,5 @@
-"""Core's event types (customers, interactions, alerts) and the ``rapport outbox`` command.
+"""Core's event types (customers, interactions, alerts, agents) and the ``rapport outbox``
+command.
 
 The payloads carry global ids and what changed, never an e-mail or phone: a subscriber
 reads those through GraphQL with its own scopes. docs/events.md shows each shape.
@@ -48,6 +49,29 @@ CORE_EVENT_TYPES: list[tuple[str, str, dict[str, Any]]] = [
                         "forget what you copied.", payload_schema({"customerId": GLOBAL_ID})),
     ("customers.imported", "A batch of customers was imported (one event per batch).",
      _BATCH),
+    ("customers.reassigned", "A batch of customers was given new owners "
+                             "(reassignCustomers; one event per batch of at most 500). It "
+                             "carries counts and the batch's id range only: the moved "
+                             "customers are not contiguous (firstId..lastId also spans "
+                             "customers that did not move), so read owners through GraphQL.",
+     payload_schema({
+         "moved": {"type": "integer", "description": "customers that changed owner"},
+         "fromOwnerId": {**NULLABLE_GLOBAL_ID,
+                         "description": "the departing owner, when the move named one"},
+         "assignments": {"type": "array", "items": {"type": "object"},
+                         "description": "per new owner: {ownerId, count}, by agent id"},
+         "firstId": {**GLOBAL_ID, "description": "the batch's lowest moved customer id"},
+         "lastId": {**GLOBAL_ID, "description": "its highest (not every id between moved)"},
+     })),
+    ("agent.updated", "A staff member was renamed, moved to another team, given another "
+                      "role, deactivated or reactivated (updateAgent).", payload_schema({
+                          "agentId": GLOBAL_ID,
+                          "changedFields": {**_STRING_LIST, "description": (
+                              "camelCase names of the changed fields: name, team, role, "
+                              "active")},
+                          "active": {"type": "boolean", "description": (
+                              "whether the agent is active now, when that changed")},
+                      }, optional=("active",))),
     ("interaction.recorded", "One interaction was recorded (recordInteraction).",
      payload_schema({
          "interactionId": GLOBAL_ID, "customerId": GLOBAL_ID,

@@ -155,6 +155,26 @@ def rapport_customer_updated(customer: Customer, changes: dict[str, tuple[Any, A
 
 
 @hookspec
+def rapport_customers_reassigned(assignments: dict[int, int],
+                                 previous: dict[int, int | None]) -> None:
+    """Customers were given a new owner: ``assignments`` maps each customer id to its new
+    owner's agent id, ``previous`` each to the owner it had (None: none).
+
+    Move your owner-bound work (open tasks, follow-ups) along. Called inside the
+    transaction of the change, after the customers' rows are updated: by
+    ``reassign_customers`` (``reassignCustomers``, ``rapport customers reassign``) once
+    per batch of at most 500 customers, and by ``update_customer`` when one customer's
+    ``owner_id`` changes (a one-item call; ``rapport_customer_updated`` still fires with
+    the change as well). A bulk reassignment does not call ``rapport_customer_updated``
+    per customer. Not called: when the owner is set to null (no new owner), and by
+    ``merge_customers``, which fills a survivor without an owner with a merged customer's
+    owner (the survivor had none, so there is no previous owner's work to move): that
+    change comes with ``rapport_customers_merged`` only, where plugins re-key the merged
+    customers' rows to the survivor.
+    """
+
+
+@hookspec
 def rapport_customers_merged(survivor: Customer, merged_ids: list[int]) -> None:
     """Customers ``merged_ids`` are being merged into ``survivor``.
 

@@ -83,6 +83,8 @@ class Customer(db.Model):
         # expression exactly as api/queries.py sorts by it (core_0002). The expression index
         # is PostgreSQL's only: SQLite cannot reflect it, which breaks schema comparison.
         Index("ix_customers_created_at_id", "created_at", "id"),
+        # An owner's customers in id order: the hand-over's batches (core_0009).
+        Index("ix_customers_owner_id_id", "owner_id", "id"),
         Index("ix_customers_name_sort", text("coalesce(name_normalized, '')"), "id"
               ).ddl_if(dialect="postgresql"),
     )

@@ -59,12 +59,18 @@ def style_axes(ax: Any) -> None:
 def figure_svg(fig: Figure) -> str:
     """Render a matplotlib figure to inline SVG text (the ``<svg>`` element only).
 
-    Text stays text (``svg.fonttype = none``): smaller files, searchable labels.
+    Text stays text (``svg.fonttype = none``): smaller files, searchable labels. Every
+    text is drawn as written, never as mathtext: labels carry user data (names, question
+    texts) where a ``$`` would otherwise be parsed, and fail the drawing when unbalanced.
     """
     import matplotlib
+    from matplotlib.text import Text
 
+    for text in fig.findobj(Text):  # titles, tick labels, legends, annotations...
+        text.set_parse_math(False)
     buffer = io.StringIO()
-    with matplotlib.rc_context({"svg.fonttype": "none"}):
+    # ...and the tick labels matplotlib only creates while drawing.
+    with matplotlib.rc_context({"svg.fonttype": "none", "text.parse_math": False}):
         # No RDF metadata block: a date in it would make every rendering differ.
         fig.savefig(buffer, format="svg", metadata={"Creator": None, "Date": None,
                                                     "Format": None, "Type": None})

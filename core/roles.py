@@ -16,9 +16,11 @@ ADMIN = "admin"
 
 ROLE_SCOPES: dict[AgentRole, tuple[str, ...]] = {
     AgentRole.ADMIN: (ADMIN,),
-    # Runs a team: reads and changes everything in the domains, merges and exports
-    # customers, reads the audit log; no erasure, no API keys, no acting as others.
-    AgentRole.TEAM_LEADER: ("*:read", "*:write", "customers:merge", "customers:export"),
+    # Runs a team: reads and changes everything in the domains, merges, exports and
+    # reassigns customers (hand-over to a colleague), reads the audit log; no erasure, no
+    # API keys, no acting as others.
+    AgentRole.TEAM_LEADER: ("*:read", "*:write", "customers:merge", "customers:export",
+                            "customers:reassign"),
     # Owns customer relationships: their data, history, loyalty and churn work, and the
     # follow-up tasks of their at-risk customers.
     AgentRole.ACCOUNT_MANAGER: (

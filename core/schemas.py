@@ -339,15 +339,48 @@ class InteractionSchema(InputSchema):
             raise ValidationError(errors)
 
 
+def _not_blank(value: str) -> None:
+    if value and not value.strip():  # empty: the length check says so
+        raise ValidationError("Cannot be blank.")
+
+
 class AgentSchema(InputSchema):
     class Meta:
         unknown = RAISE
 
-    name = fields.String(required=True, validate=validate.Length(1, 200))
+    name = fields.String(required=True, validate=[validate.Length(1, 200), _not_blank])
     email = fields.Email(required=True, validate=validate.Length(max=320))
-    team = fields.String(validate=validate.Length(1, 120), allow_none=True)
+    team = fields.String(validate=[validate.Length(1, 120), _not_blank], allow_none=True)
     role = fields.String(validate=validate.OneOf([r.value for r in AgentRole]),
                          load_default=AgentRole.SERVICE_REPRESENTATIVE.value)
+
+
+class UpdateAgentSchema(InputSchema):
+    """``updateAgent``: only the fields sent change (the e-mail is the agent's identity
+    for keys and ``--as``: it does not change here)."""
+
+    class Meta:
+        unknown = RAISE
+
+    name = fields.String(validate=[validate.Length(1, 200), _not_blank])
+    team = fields.String(validate=[validate.Length(1, 120), _not_blank], allow_none=True)
+    role = fields.String(validate=validate.OneOf([r.value for r in AgentRole]))
+    active = fields.Boolean()
+
+
+class ReassignCustomersSchema(InputSchema):
+    """``reassignCustomers``: a source (an owner's customers, a list, or both: their
+    intersection) and exactly one destination (an agent, or a team's agents); the service
+    checks that combination (core.services.staff.reassign_customers)."""
+
+    class Meta:
+        unknown = RAISE
+
+    from_owner_id = fields.Integer(allow_none=True, validate=_ID)
+    customer_ids = fields.List(fields.Integer(validate=_ID), allow_none=True)
+    to_owner_id = fields.Integer(allow_none=True, validate=_ID)
+    to_team = fields.String(allow_none=True, validate=validate.Length(1, 120))
+    only_active = fields.Boolean(load_default=False)
 
 
 class AttributeDefinitionSchema(InputSchema):

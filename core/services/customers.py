@@ -95,10 +95,22 @@ def _apply_profile(customer: Customer, data: Mapping[str, Any]) -> dict[str, tup
     return changes
 
 
+#: Why a deactivated agent cannot become an owner (create, update, import, reassign).
+INACTIVE_OWNER = "The agent is deactivated; choose an active owner."
+
+
 def _check_owner(owner_id: int | None) -> None:
-    if owner_id is not None and db.session.get(Agent, owner_id) is None:
+    """A new owner must be a known, active agent. Its row is share-locked (update_agent
+    locks it FOR UPDATE), so a concurrent deactivation is either seen or waits."""
+    if owner_id is None:
+        return
+    agent = db.session.get(Agent, owner_id, with_for_update={"read": True},
+                           populate_existing=True)
+    if agent is None:
         raise UserError.single(f"No agent with id {shown_id('Agent', owner_id)}.",
                                ErrorCode.NOT_FOUND, "ownerId")
+    if not agent.active:
+        raise UserError.single(INACTIVE_OWNER, ErrorCode.NOT_ALLOWED, "ownerId")
 
 
 def _set_tags(customer: Customer, tags: Sequence[str]) -> None:
@@ -205,11 +217,18 @@ def update_customer(customer_id: int, raw: Mapping[str, Any]) -> Customer:
     data = load(CustomerSchema(), raw, partial=True)
     with transaction():
         _with_typed_attributes(data)
-        customer = get_customer(customer_id)
+        # Locked, and read afresh: a concurrent hand-over (reassign_customers locks the
+        # rows it moves) finishes first, and this change sees, audits and hands over
+        # from the owner it left (read-modify-write of attributes and tags alike).
+        customer = db.session.get(Customer, customer_id, with_for_update=True,
+                                  populate_existing=True)
+        if customer is None:
+            raise not_found("customer", customer_id, "id", type_name="Customer")
         if customer.status == CustomerStatus.ERASED:
             raise UserError.single("An erased customer cannot be changed.",
                                    ErrorCode.NOT_ALLOWED, "id")
-        _check_owner(data.get("owner_id"))
+        if data.get("owner_id") != customer.owner_id:
+            _check_owner(data.get("owner_id"))  # an unchanged owner may have left since
         changes = _apply_profile(customer, data)
         if data.get("external_id"):
             _add_external_id(customer, data.get("source") or "default", data["external_id"])
@@ -223,6 +242,11 @@ def update_customer(customer_id: int, raw: Mapping[str, Any]) -> Customer:
         db.session.flush()
         if changes:
             rapport().hook.rapport_customer_updated(customer=customer, changes=changes)
+        if changes.get("owner_id", (None, None))[1] is not None:
+            # Plugins move owner-bound work in one hook, for one customer or a batch.
+            rapport().hook.rapport_customers_reassigned(
+                assignments={customer.id: changes["owner_id"][1]},
+                previous={customer.id: changes["owner_id"][0]})
         gid = global_id("Customer", customer.id)
         audit.record(None, [gid], _audited(changes), [audit.Event(
             "customer.updated", gid, {"customerId": gid, "changedFields": sorted(
@@ -351,14 +375,18 @@ def _without_known_customers(valid: list[tuple[int, dict[str, Any]]], result: Ba
 def _with_existing_owners(valid: list[tuple[int, dict[str, Any]]], result: BatchResult
                           ) -> list[tuple[int, dict[str, Any]]]:
     owner_ids = {data["owner_id"] for _, data in valid if data.get("owner_id") is not None}
-    known = set(db.session.scalars(select(Agent.id).where(Agent.id.in_(owner_ids)))
-                ) if owner_ids else set()
+    known = dict(db.session.execute(select(Agent.id, Agent.active).where(
+        Agent.id.in_(owner_ids)).order_by(Agent.id).with_for_update(read=True)).tuples().all()
+    ) if owner_ids else {}
     kept: list[tuple[int, dict[str, Any]]] = []
     for index, data in valid:
         owner = data.get("owner_id")
         if owner is not None and owner not in known:
             result.rejected[index] = [FieldError(f"No agent with id {shown_id('Agent', owner)}.",
                                                  ErrorCode.NOT_FOUND, "ownerId")]
+        elif owner is not None and not known[owner]:
+            result.rejected[index] = [FieldError(INACTIVE_OWNER, ErrorCode.NOT_ALLOWED,
+                                                 "ownerId")]
         else:
             kept.append((index, data))
     return kept

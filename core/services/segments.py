@@ -52,6 +52,9 @@ class CustomerFilterField:
     needs to filter on the field (the plugin's read scope: the field reveals its data).
     ``nested(value)``, for a field whose value carries filters of its own (a saved
     segment), returns them (validated specs): their plugin fields need their scopes too.
+    ``cost`` is what the field adds to the query cost (api/limits.py) of each scan of the
+    customers it filters, beyond a plain condition: a number, or a function of the
+    validated value (a saved segment costs what its stored filter holds).
     """
 
     name: str
@@ -60,6 +63,15 @@ class CustomerFilterField:
     condition: Callable[[Any], ColumnElement[bool]]
     scope: str
     nested: Callable[[Any], Iterable[Mapping[str, Any]]] | None = None
+    cost: int | Callable[[Any], int] = 0
+
+
+#: The query cost (api/limits.py) of a ``search``: a substring match of names that no
+#: index serves, so every scan of the customers it filters reads them all.
+SEARCH_COST = 2_000
+#: Core's filter fields as the cost model sees them: the others are plain conditions
+#: (list and range comparisons, indexed look-ups) and cost nothing more.
+CORE_FILTER_COSTS: dict[str, int] = {"search": SEARCH_COST}
 
 
 _FILTERS = "rapport_customer_filters"
@@ -116,6 +128,18 @@ def plugin_fields_used(spec: Mapping[str, Any]) -> Iterator[CustomerFilterField]
                 yield extra
                 if extra.nested is not None:
                     pending.extend(extra.nested(current[name]))
+
+
+def filter_cost(spec: Mapping[str, Any]) -> int:
+    """What a validated filter adds to the query cost of each scan it filters: its core
+    fields' ``CORE_FILTER_COSTS`` and its plugin fields' ``cost`` (a saved segment's
+    stored filter, the segments it names included)."""
+    total = sum(cost for name, cost in CORE_FILTER_COSTS.items() if spec.get(name))
+    for name, extra in filter_fields().items():
+        value = spec.get(name)
+        if value is not None:
+            total += extra.cost(value) if callable(extra.cost) else extra.cost
+    return total
 
 
 def validate_filter(raw: Mapping[str, Any]) -> dict[str, Any]:
@@ -278,9 +302,13 @@ def customer_conditions(spec: Mapping[str, Any]) -> list[ColumnElement[bool]]:
         conds.append(Customer.id.not_in(_purchases().group_by(Interaction.customer_id)
                                         .having(count > spec["max_purchase_count"])))
     # Spend is counted in the base currency only: other currencies are never summed with it.
+    # It is net of refunds (in the base currency too): purchases minus refunds, all time.
     base = rapport().settings.base_currency
-    spend = func.sum(Interaction.amount)
-    in_base = _purchases().where(Interaction.currency == base).group_by(Interaction.customer_id)
+    spend = func.sum(case((Interaction.kind == "refund", -Interaction.amount),
+                          else_=Interaction.amount))
+    in_base = select(Interaction.customer_id).where(
+        Interaction.kind.in_(("purchase", "refund")), Interaction.currency == base
+    ).group_by(Interaction.customer_id)
     if spec.get("min_spend"):
         conds.append(Customer.id.in_(in_base.having(spend >= spec["min_spend"])))
     if spec.get("max_spend") is not None:
@@ -291,5 +319,6 @@ def customer_conditions(spec: Mapping[str, Any]) -> list[ColumnElement[bool]]:
     return conds
 
 
-__all__ = ["CustomerFilterField", "customer_conditions", "filter_document", "filter_fields",
-           "plugin_fields_used", "validate_filter"]
+__all__ = ["CORE_FILTER_COSTS", "SEARCH_COST", "CustomerFilterField", "customer_conditions",
+           "filter_cost", "filter_document", "filter_fields", "plugin_fields_used",
+           "validate_filter"]

@@ -105,6 +105,14 @@ def rapport_customers_merged(survivor: Any, merged_ids: list[int]) -> None:
 
 
 @hookimpl
+def rapport_customers_reassigned(assignments: dict[int, int],
+                                 previous: dict[int, int | None]) -> None:
+    from plugins.care import service
+
+    service.reassign_customers(assignments, previous)
+
+
+@hookimpl
 def rapport_customer_erased(customer: Any) -> dict[str, Any]:
     from plugins.care import service
 

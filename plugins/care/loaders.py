@@ -3,16 +3,19 @@
 from __future__ import annotations
 
 import datetime as dt
-from collections import defaultdict
-from typing import Any
 
 from sqlalchemy import func, select
 
 from api import ModelByIdLoader, RapportLoader
-from api.pagination import after_condition
+from api.pagination import Keyset, rows_per_parent
 from core.db import db
 
 from plugins.care.models import Rule, Task
+
+
+#: The order of task lists (all tasks, a customer's): soonest due first; the cursor holds
+#: the day as its ordinal.
+DUE_FIRST = Keyset((Task.due_on, Task.id), (dt.date, int))
 
 
 class TaskByIdLoader(ModelByIdLoader):
@@ -25,25 +28,12 @@ class RuleByIdLoader(ModelByIdLoader):
 
 class TasksByCustomerLoader(RapportLoader):
     """Up to ``limit`` tasks per customer in due order, after an optional cursor
-    ``(due_on, id)``: one ROW_NUMBER() query for the page of customers."""
+    ``(due_on, id)`` (``DUE_FIRST.decode``): one ROW_NUMBER() query for the page of
+    customers."""
 
     def load_batch(self, keys: list[int]) -> list[list[Task]]:
-        conditions: list[Any] = [Task.customer_id.in_(keys)]
-        after: tuple[dt.date, int] | None = self.params.get("after")
-        if after is not None:
-            conditions.append(after_condition([Task.due_on, Task.id], list(after),
-                                              descending=False))
-        position = func.row_number().over(
-            partition_by=Task.customer_id, order_by=(Task.due_on, Task.id)).label("position")
-        ranked = select(Task.id, position).where(*conditions).subquery()
-        found: dict[int, list[Task]] = defaultdict(list)
-        for task in db.session.scalars(
-                select(Task).join(ranked, ranked.c.id == Task.id)
-                .where(ranked.c.position <= self.params["limit"])
-                .order_by(Task.customer_id, Task.due_on, Task.id)):
-            if task.customer_id is not None:
-                found[task.customer_id].append(task)
-        return [found.get(k, []) for k in keys]
+        return rows_per_parent(Task, Task.customer_id, keys, DUE_FIRST, self.params["limit"],
+                               self.params.get("after"))
 
 
 class TaskCountByCustomerLoader(RapportLoader):

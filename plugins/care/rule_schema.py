@@ -16,6 +16,7 @@ from api import (
 )
 from api.pagination import bad_input, keyset_page
 from api.types import decode_global_id
+from core import outbox
 from core.db import db
 
 from plugins.care import rules
@@ -42,7 +43,9 @@ class RuleCondition(graphene.ObjectType):
 @domain("rules")
 class RuleActionStep(graphene.ObjectType):
     action = graphene.String(required=True, description="A name of ruleActions.")
-    parameters = GenericScalar(required=True)
+    parameters = GenericScalar(description=(
+        "Null when this key may not read the action's domain (<domain>:read of "
+        "ruleActions)."))
 
 
 @domain("rules")
@@ -66,7 +69,11 @@ class RuleNode(graphene.ObjectType):
 
     @classmethod
     def get_node(cls, info: Any, id: str) -> Any:
-        return _live_rule(db.session.get(Rule, int(id)))
+        rule = _live_rule(db.session.get(Rule, int(id)))
+        # Like ``rules``: a rule whose trigger this key may not read is not found.
+        if rule is None or not _may_read_trigger(_scopes(info), rule.event_type):
+            return None
+        return rule
 
     @staticmethod
     def resolve_conditions(root: Rule, info: Any) -> list[RuleCondition]:
@@ -75,12 +82,27 @@ class RuleNode(graphene.ObjectType):
 
     @staticmethod
     def resolve_actions(root: Rule, info: Any) -> list[RuleActionStep]:
-        return [RuleActionStep(action=a["action"], parameters=a.get("parameters") or {})
+        readable = _readable_actions(_scopes(info))
+        return [RuleActionStep(action=a["action"], parameters=(
+            a.get("parameters") or {}) if a["action"] in readable else None)
                 for a in root.actions]
 
 
 def _live_rule(rule: Rule | None) -> Rule | None:
     return rule if rule is not None and rule.deleted_at is None else None
+
+
+def _may_read_trigger(scopes: frozenset[str], event_type: str) -> bool:
+    known = outbox.catalogue().get(event_type)
+    return rules.may(scopes, f"{known.domain}:read" if known is not None else "admin")
+
+
+def _readable_actions(scopes: frozenset[str]) -> set[str]:
+    """The actions whose parameters and results this key may read: those of domains it
+    may read (a task's title, an agent's id, points). An action no enabled plugin
+    declares any more is shown to admins only."""
+    return {name for name, action in rules.rule_actions().items()
+            if rules.may(scopes, f"{action.domain}:read")}
 
 
 @domain("rules")
@@ -90,7 +112,9 @@ class RuleRunNode(graphene.ObjectType):
     class Meta:
         name = "RuleRun"
 
-    rule = graphene.Field(RuleNode, required=True)
+    rule = graphene.Field(RuleNode, description=(
+        "The rule as it is now; null when it has since been aimed at an event this key "
+        "may not read (as rules and node(id) hide it)."))
     event_id = graphene.String(required=True)
     event_type = graphene.String(required=True)
     status = graphene.Field(RuleRunStatus, required=True)
@@ -101,12 +125,17 @@ class RuleRunNode(graphene.ObjectType):
     finished_at = graphene.DateTime()
 
     @staticmethod
-    def resolve_rule(root: RuleRun, info: Any) -> Any:
-        return ctx(info).loader(RuleByIdLoader).load(root.rule_id)
+    async def resolve_rule(root: RuleRun, info: Any) -> Any:
+        rule = await ctx(info).loader(RuleByIdLoader).load(root.rule_id)
+        return rule if rule is not None and _may_read_trigger(
+            _scopes(info), rule.event_type) else None
 
     @staticmethod
     def resolve_outcome(root: RuleRun, info: Any) -> Any:
-        return root.outcome or []
+        # As Rule.actions: what an action of a domain this key may not read did is hidden.
+        readable = _readable_actions(_scopes(info))
+        return [line if line.get("action") in readable or "result" not in line
+                else {**line, "result": None} for line in root.outcome or []]
 
 
 @domain("rules")
@@ -137,6 +166,10 @@ def _decode(value: str, type_name: str, field: str) -> int:
 def resolve_rules(root: Any, info: Any, first: int | None = None, after: str | None = None,
                   enabled: bool | None = None) -> Any:
     query = select(Rule).where(Rule.deleted_at.is_(None))
+    scopes = _scopes(info)
+    if "admin" not in scopes:
+        # As ruleRuns: only the rules of triggers whose domain this key may read.
+        query = query.where(Rule.event_type.in_(rules.readable_event_types(scopes)))
     if enabled is not None:
         query = query.where(Rule.enabled.is_(enabled))
     return keyset_page(query, [Rule.id], first, after, kinds=(int,))
@@ -257,7 +290,8 @@ def query_fields() -> dict[str, graphene.Field]:
         "rules": scoped(graphene.Field(
             RuleConnection, required=True, first=graphene.Int(), after=graphene.String(),
             enabled=graphene.Boolean(), resolver=resolve_rules,
-            description="Rules, oldest first."), READ),
+            description="Rules, oldest first: only those of event types whose domain this "
+                        "key may read."), READ),
         "ruleRuns": scoped(graphene.Field(
             RuleRunConnection, required=True, rule_id=graphene.ID(), status=RuleRunStatus(),
             first=graphene.Int(), after=graphene.String(), resolver=resolve_rule_runs,

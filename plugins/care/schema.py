@@ -15,12 +15,12 @@ from sqlalchemy import case, func, select
 
 from api import (
     CustomerType, RapportMutation, connection, ctx, domain, error_type, global_id,
-    load_related, make_page, node_type, page_size, scoped,
+    load_related, node_type, page_size, scoped,
 )
 from api.limits import REPORT_COST, costly
 from api.loaders import AgentByIdLoader, CustomerByIdLoader
 from api.mutations import plain
-from api.pagination import after_condition, bad_input, decode_cursor
+from api.pagination import bad_input
 from api.types import Agent, decode_global_id
 from core.app import rapport
 from core.dates import end_of_day, start_of_day
@@ -30,7 +30,7 @@ from core.ids import global_id as encode_id
 
 from plugins.care import service
 from plugins.care.loaders import (
-    TaskByIdLoader, TaskCountByCustomerLoader, TasksByCustomerLoader,
+    DUE_FIRST, TaskByIdLoader, TaskCountByCustomerLoader, TasksByCustomerLoader,
 )
 from plugins.care.models import (
     FollowUp, FollowUpStatus, Task, TaskKind, TaskSource, TaskStatus,
@@ -138,42 +138,24 @@ def _task_filter(raw: dict[str, Any] | None) -> dict[str, Any]:
     return found
 
 
-def _task_key(task: Task) -> list[int]:
-    return [task.due_on.toordinal(), task.id]
-
-
-def _task_after(after: str) -> tuple[dt.date, int]:
-    ordinal, task_id = decode_cursor(after, 2, (int, int))
-    if not 1 <= ordinal <= dt.date.max.toordinal():
-        raise bad_input("Invalid cursor: pass the endCursor of a previous page unchanged.")
-    return dt.date.fromordinal(ordinal), task_id
-
-
 def resolve_tasks(root: Any, info: Any, first: int | None = None, after: str | None = None,
                   filter: dict[str, Any] | None = None) -> Any:
-    size = page_size(first)
+    page_size(first)  # a bad size is reported before a bad filter
     try:
         query = service.tasks_query(_task_filter(filter))
     except UserError as exc:
         raise bad_input("; ".join(f"filter.{e.field}: {e.message}" for e in exc.errors)
                         ) from None
-    paged = query
-    if after:
-        paged = query.where(after_condition([Task.due_on, Task.id], list(_task_after(after)),
-                                            descending=False))
-    rows = db.session.scalars(paged.order_by(Task.due_on, Task.id).limit(size + 1)).all()
-    return make_page(rows, size, after, _task_key, lambda: db.session.scalar(
-        select(func.count()).select_from(query.subquery())))
+    return DUE_FIRST.query_page(query, first, after)
 
 
 async def resolve_customer_tasks(root: Any, info: Any, first: int | None = None,
                                  after: str | None = None) -> Any:
     size = page_size(first)
-    after_key = _task_after(after) if after else None
     rows = await ctx(info).loader(TasksByCustomerLoader, limit=size + 1,
-                                  after=after_key).load(root.id)
+                                  after=DUE_FIRST.decode(after)).load(root.id)
     count = ctx(info).loader(TaskCountByCustomerLoader)
-    return make_page(rows, size, after, _task_key, lambda: count.load(root.id))
+    return DUE_FIRST.page(rows, size, after, lambda: count.load(root.id))
 
 
 def resolve_task(root: Any, info: Any, id: str) -> Any:

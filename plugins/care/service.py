@@ -11,7 +11,7 @@ import datetime as dt
 from collections.abc import Mapping
 from typing import Any
 
-from sqlalchemy import Select, select, update
+from sqlalchemy import Select, case, literal, select, update
 
 from core.changes import Event, record
 from core.db import db, utcnow
@@ -206,6 +206,57 @@ def merge_customers(survivor_id: int, merged_ids: list[int]) -> None:
     record(None, [global_id("Customer", survivor_id),
                   *(global_id("Task", t.id) for t in tasks)], None,
            [Event("task.cancelled", global_id("Task", t.id), task_payload(t)) for t in tasks])
+
+
+def reassign_customers(assignments: Mapping[int, int],
+                       previous: Mapping[int, int | None]) -> dict[str, int]:
+    """The customers got new owners (core's ``rapport_customers_reassigned``): their open
+    tasks assigned to the previous owner (or to nobody) go to the new owner, other
+    assignees' tasks stay; their open follow-ups go to the new owner, so ``careFollowUps``
+    counts them there. In the move's transaction: a ``task.updated`` event per task and
+    one audit entry for the batch. A few statements whatever the number of customers."""
+    if not assignments:
+        return {"tasksMoved": 0, "followUpsMoved": 0}
+    customer_ids = sorted(assignments)
+    tasks = [t for t in db.session.scalars(select(Task).where(
+        Task.customer_id.in_(customer_ids), Task.status == TaskStatus.OPEN)
+        .order_by(Task.id).with_for_update())
+        if t.customer_id is not None and t.assignee_id == previous.get(t.customer_id)
+        and t.assignee_id != assignments[t.customer_id]]
+    now = utcnow()
+    for task in tasks:
+        task.assignee_id = assignments[task.customer_id]  # type: ignore[index]
+        task.updated_at = now
+    follow_ups = db.session.execute(select(FollowUp.id, FollowUp.customer_id).where(
+        FollowUp.customer_id.in_(customer_ids), FollowUp.status == FollowUpStatus.OPEN,
+        FollowUp.owner_id.is_distinct_from(_new_owner(assignments, FollowUp.customer_id)))
+    ).all()
+    if follow_ups:
+        db.session.execute(
+            update(FollowUp).where(FollowUp.id.in_([f.id for f in follow_ups]))
+            .values(owner_id=_new_owner(assignments, FollowUp.customer_id))
+            .execution_options(synchronize_session=False))
+        for row in list(db.session.identity_map.values()):
+            if isinstance(row, FollowUp) and row.customer_id in assignments:
+                db.session.expire(row, ["owner_id"])
+    db.session.flush()
+    if tasks or follow_ups:
+        moved_customers = sorted({t.customer_id for t in tasks if t.customer_id is not None}
+                                 | {f.customer_id for f in follow_ups})
+        record(None, [*(global_id("Task", t.id) for t in tasks),
+                      *(global_id("Customer", c) for c in moved_customers)],
+               {"tasksMoved": [None, len(tasks)], "followUpsMoved": [None, len(follow_ups)]},
+               [Event("task.updated", global_id("Task", t.id),
+                      {**task_payload(t), "changedFields": ["assigneeId"]}) for t in tasks])
+    return {"tasksMoved": len(tasks), "followUpsMoved": len(follow_ups)}
+
+
+def _new_owner(assignments: Mapping[int, int], customer_id: Any) -> Any:
+    """The new owner of each row's customer, as SQL (a literal when there is one)."""
+    owners = set(assignments.values())
+    if len(owners) == 1:
+        return literal(next(iter(owners)))
+    return case(dict(assignments), value=customer_id)
 
 
 def erase_customer(customer_id: int) -> dict[str, int]:

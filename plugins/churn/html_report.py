@@ -7,6 +7,10 @@
 - the retention curve: per cohort (the month customers started to exist), the share not
   churned k months later, with the mean curve weighted by cohort size;
 - churn records of the period by reason and by type (bar charts and a table);
+- churn by advisor (``owners.owner_report``: the figures of ``churnByOwner``): each
+  owner's churn rate over the period (bars, the owners at the bottom three months running
+  in red) with the table of owners, their bottom months and the months running; owner
+  names and teams only for a reader allowed agents:read (``show_names``), else global ids;
 - the distribution of the stored risk (histogram; the buckets are counted in SQL, so a
   million scores never leave the database), with the top-20 warning list by priority;
 - the P(alive) matrix of the active BG/NBD model: P(alive | frequency x, recency t_x, T)
@@ -41,7 +45,7 @@ from core.lazy import lazy_module
 from core.models import Customer, CustomerStatus, Interaction
 from core.reports import PALETTE, HtmlReport, figure_svg, fmt, new_figure, style_axes
 
-from plugins.churn import btyd, sbg
+from plugins.churn import btyd, owners, sbg
 from plugins.churn.features import PURCHASE
 from plugins.churn.modeling import still_customer
 from plugins.churn.models import (
@@ -65,6 +69,8 @@ TOP_WARNINGS = 20
 MAX_GRID_FREQUENCY = 40
 MIN_GRID_FREQUENCY = 5
 GRID_RECENCIES = 40
+#: Owners drawn in the advisor chart (the worst period rates; the table lists them all).
+ADVISOR_CHART_OWNERS = 25
 #: Months shown in the cohort table (the chart shows them all).
 COHORT_TABLE_MONTHS = (0, 1, 2, 3, 6, 9, 12, 18, 24)
 HIGH_RISK = 0.5
@@ -266,6 +272,29 @@ def counts_chart(counts: dict[str, int], names: Iterable[str], colour: str, labe
     return figure_svg(fig)
 
 
+def advisor_chart(groups: list[owners.GroupFigures], labels: dict[int | None, str]) -> str:
+    """The period's churn rate per owner, worst first (the ``ADVISOR_CHART_OWNERS`` worst):
+    red for an owner at the bottom three months running, orange for one at the bottom in
+    the last complete month, blue otherwise; the customers without an owner in grey."""
+    fig = new_figure(7.0, min(7.0, 1.2 + 0.3 * len(groups)))
+    ax = fig.gca()
+    positions = np.arange(len(groups))[::-1]
+    rates = [100 * (g.churn_rate or 0.0) for g in groups]
+    colours = [PALETTE[8] if g.owner_id is None else PALETTE[1] if g.at_bottom_three_months
+               else PALETTE[3] if g.bottom_months_running else PALETTE[0] for g in groups]
+    ax.barh(positions, rates, color=colours)
+    ax.set_yticks(positions, [labels[g.owner_id] for g in groups], fontsize=8)
+    ax.set_xlabel("monthly churn rate over the period (%): churned / customer-months")
+    for y, rate, group in zip(positions, rates, groups):
+        ax.text(rate, y, f" {rate:.1f}%" + (f"  ({group.bottom_months_running} months at "
+                                             f"the bottom)" if group.bottom_months_running
+                                             else ""), va="center", fontsize=7)
+    style_axes(ax)
+    ax.grid(True, axis="x", color="#e5e7eb", linewidth=0.8)
+    ax.grid(False, axis="y")
+    return figure_svg(fig)
+
+
 def risk_chart(overview: ScoreOverview) -> str:
     fig = new_figure(7.0, 3.0)
     ax = fig.gca()
@@ -357,6 +386,50 @@ def _reasons(report: HtmlReport, figures: ChurnReport) -> None:
         section.table([title.capitalize(), "Churn records", "Share"],
                       [[n.value, counts.get(n.value, 0), _pct(counts.get(n.value, 0) / total)]
                        for n in names], caption=f"Churn records by {title}")
+
+
+def _advisors(report: HtmlReport, figures: owners.OwnerReport, show_names: bool) -> None:
+    section = report.section(
+        "Churn by advisor", "Each owner's customers (by their current owner: a customer "
+        "reassigned counts for its new owner in every month) with the figures of the monthly "
+        f"churn. Each complete month, among the owners with at least {figures.min_active} "
+        "customers active at its start, the highest churn rate is the bottom; three months "
+        "running at the bottom (up to the last complete month) hands the accounts to a "
+        "colleague.")
+    advisors = [g for g in figures.by_owner if g.owner_id is not None]
+    if not advisors:
+        section.note("No customer counted in the period has an owner: no advisor to compare.")
+        return
+    if not show_names:
+        section.note("Owner names and teams need the agents:read scope: owners are shown by "
+                     "their global id.")
+
+    def name(group: owners.GroupFigures) -> str:
+        if group.owner_id is None:
+            return "(no owner)"
+        return (group.name or "") if show_names else global_id("Agent", group.owner_id)
+
+    labels = {g.owner_id: name(g) for g in figures.by_owner}
+    drawn = sorted((g for g in figures.by_owner if g.churn_rate is not None),
+                   key=lambda g: (-(g.churn_rate or 0.0), labels[g.owner_id]))
+    if drawn:
+        section.figure(advisor_chart(drawn[:ADVISOR_CHART_OWNERS], labels),
+                       "Churn rate over the period per owner (red: at the bottom three months "
+                       "running; orange: at the bottom in the last complete month; grey: "
+                       "customers without an owner)", name="churn-by-advisor")
+    else:
+        section.note("No owner had customers active at the start of a month: no rate to draw.")
+    flagged = [labels[g.owner_id] for g in advisors if g.at_bottom_three_months]
+    if flagged:
+        section.note(f"At the bottom {owners.BOTTOM_RUN} months running or more: "
+                     f"{', '.join(flagged)}.", "warning")
+    section.table(["Owner", "Team", "Active at start", "Churned", "Customer-months",
+                   "Churn rate", "Months at the bottom", "Running", "Three months"],
+                  [[labels[g.owner_id], (g.team or "") if show_names else "",
+                    g.active_at_start, g.churned, g.customer_months, _pct(g.churn_rate),
+                    ", ".join(g.bottom_months), g.bottom_months_running,
+                    "yes" if g.at_bottom_three_months else ""] for g in figures.by_owner],
+                  caption="Churn by advisor over the period")
 
 
 def _risk(report: HtmlReport, overview: ScoreOverview | None,
@@ -605,17 +678,21 @@ def _model(report: HtmlReport, model: ChurnModelVersion | None) -> None:
 
 
 #: Steps reported to ``progress``: the figures, the scores, then each section.
-STEPS = 8
+STEPS = 9
 
 
 def render_churn_report(period_from: dt.date | str, period_to: dt.date | str, *,
                         now: dt.datetime | None = None,
-                        progress: Callable[[int], None] | None = None) -> str:
+                        progress: Callable[[int], None] | None = None,
+                        show_names: bool = True) -> str:
     """The churn report of ``period_from`` .. ``period_to`` (days, ``to`` included) as one
     HTML page. Raises ``UserError`` for a bad period (``PeriodSchema``). ``progress(n)`` is
-    called after each of the ``STEPS`` steps."""
+    called after each of the ``STEPS`` steps. ``show_names``: owner names and teams in the
+    advisor section (a reader allowed agents:read), else their global ids."""
     step = progress or (lambda done: None)
-    figures = churn_report({"from": str(period_from), "to": str(period_to)}, now=now)
+    period = {"from": str(period_from), "to": str(period_to)}
+    figures = churn_report(period, now=now)
+    by_owner = owners.owner_report(period, now=now)
     step(1)
     model = active_model()
     overview = score_overview()
@@ -624,7 +701,9 @@ def render_churn_report(period_from: dt.date | str, period_to: dt.date | str, *,
                 f"{len(figures.months)} month(s), {figures.churned:,} customer(s) churned")
     report = HtmlReport("Churn report", subtitle=subtitle, generated_at=now or utcnow())
     for part in (lambda: _monthly(report, figures), lambda: _cohorts(report, figures),
-                 lambda: _reasons(report, figures), lambda: _risk(report, overview, model),
+                 lambda: _reasons(report, figures),
+                 lambda: _advisors(report, by_owner, show_names),
+                 lambda: _risk(report, overview, model),
                  lambda: _lifetimes(report, model, overview),
                  lambda: _model(report, model)):
         part()

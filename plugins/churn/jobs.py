@@ -153,8 +153,12 @@ def html_report(parameters: dict[str, Any], progress: Progress) -> dict[str, Any
     from plugins.churn.html_report import STEPS, render_churn_report
 
     advance = progress.counter(STEPS, "step {done} of {total}")
+    # Owner names and teams are agents' data, and a job's file is downloaded by any key
+    # with churn:read and jobs:read: a job's file shows owners by global id, without
+    # teams, whoever started it. Run here (``rapport churn report --out``, no job), the
+    # operator's own file keeps the names.
     page = render_churn_report(parameters["period_from"], parameters["period_to"],
-                               progress=advance)
+                               progress=advance, show_names=progress.job_id is None)
     out = progress.output_path(REPORT_FILE)
     # Written beside the target, then renamed over it: a failed run leaves an older
     # report whole instead of truncated.

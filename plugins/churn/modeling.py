@@ -41,7 +41,7 @@ from flask import Flask, current_app
 from sqlalchemy import ScalarSelect, Select, delete, func, literal, or_, select, text, update
 from sqlalchemy.exc import IntegrityError
 
-from api.pagination import after_condition
+from api.pagination import Keyset
 from core import changes
 from core.app import rapport
 from core.config import ConfigError
@@ -1263,12 +1263,17 @@ def still_customer() -> Any:
         ChurnRecord.reactivated_at.is_(None)).exists()
 
 
+#: The order of the warning list (the API's pages and the CSV's): biggest priority first.
+WARNING_ORDER = Keyset((ChurnScore.priority, ChurnScore.customer_id), (float, int),
+                       descending=True, key=lambda s: [float(s.priority), s.customer_id])
+
+
 def warnings_query(min_risk: float = 0.0) -> Select[Any]:
     """Scores of the current version with risk >= ``min_risk`` of customers not already
     marked churned, biggest priority first."""
     return (select(ChurnScore).where(ChurnScore.model_version_id == current_version_id(),
                                      ChurnScore.risk >= min_risk, still_customer())
-            .order_by(ChurnScore.priority.desc(), ChurnScore.customer_id.desc()))
+            .order_by(*WARNING_ORDER.ordering()))
 
 
 def _factor_text(factors: list[dict[str, Any]]) -> str:
@@ -1304,10 +1309,8 @@ def warning_rows(min_risk: float = 0.0, limit: int | None = None, page: int = 10
                        ChurnScore.risk >= min_risk, still_customer(),
                        Customer.status != CustomerStatus.ERASED))
         if after is not None:
-            stmt = stmt.where(after_condition([ChurnScore.priority, ChurnScore.customer_id],
-                                              after, descending=True))
-        found = db.session.execute(stmt.order_by(ChurnScore.priority.desc(),
-                                                 ChurnScore.customer_id.desc()).limit(size)).all()
+            stmt = stmt.where(WARNING_ORDER.after(after))
+        found = db.session.execute(stmt.order_by(*WARNING_ORDER.ordering()).limit(size)).all()
         if not found:
             return
         ids = [score.customer_id for score, _, _ in found]

@@ -248,7 +248,8 @@ class ChurnScoreStaging(db.Model):
 
 
 class ChurnRateAlert(db.Model):
-    """A month whose churn-rate jump was already alerted (once per month and kind)."""
+    """A month already alerted, once per month and kind: ``churn_rate_jump``, or
+    ``churn_owner_bottom:<agent id>`` (an owner at the bottom three months running)."""
 
     __tablename__ = "churn_rate_alerts"
 

@@ -25,12 +25,15 @@ ALL of literal rows), never per customer in Python.
 Alert rule: a month's churn rate jumps when it exceeds ``JUMP_RATIO`` times the mean
 rate of the ``TRAILING_MONTHS`` months before it, with at least ``MIN_CHURNED`` churned
 customers in the month (a trailing mean of 0 counts any month over the minimum). Each
-month is alerted once (``churn_rate_alerts``), through core's ``raise_alert``.
+month is alerted once (``churn_rate_alerts``), through core's ``raise_alert``. The same
+check raises ``churn_owner_bottom`` for an owner at the bottom three months running
+(``owners.check_bottom_owners``).
 """
 
 from __future__ import annotations
 
 import datetime as dt
+import logging
 from collections import defaultdict
 from collections.abc import Iterable
 from dataclasses import dataclass, field
@@ -52,6 +55,8 @@ from core.services.staff import raise_alert
 
 from plugins.churn.models import ChurnRateAlert, ChurnRecord
 from plugins.churn.schemas import PeriodSchema
+
+log = logging.getLogger(__name__)
 
 JUMP_ALERT = "churn_rate_jump"
 JUMP_RATIO = 1.5
@@ -124,7 +129,8 @@ def _existence() -> FromClause:
                        or_(created.is_(None), first.c.first < created)), first.c.first),
                  else_=created)
     return (select(Customer.id.label("customer_id"), since.label("since"),
-                   Customer.customer_since.label("since_day"))
+                   Customer.customer_since.label("since_day"),
+                   Customer.owner_id.label("owner_id"))
             .outerjoin(first, first.c.customer_id == Customer.id).subquery("existence"))
 
 
@@ -138,6 +144,11 @@ def _started_from(existence: FromClause, instant: Any, day: Any) -> ColumnElemen
     """Not ``_existed_before`` (null-safe: a missing start is no start)."""
     return and_(or_(existence.c.since_day.is_(None), existence.c.since_day >= day),
                 or_(existence.c.since.is_(None), existence.c.since >= instant))
+
+
+def _dated_in_month(table: FromClause) -> ColumnElement[bool]:
+    """A churn record dated in the month: (start, end], as docs/churn.md explains."""
+    return and_(ChurnRecord.churned_at > table.c.start, ChurnRecord.churned_at <= table.c.end)
 
 
 def churned_at_instant(customer_id: ColumnElement[Any], instant: ColumnElement[Any]
@@ -219,7 +230,7 @@ def monthly_report(first: dt.date, last: dt.date, now: dt.datetime) -> ChurnRepo
     # Customers, not records: one who left, came back and left again within a month is
     # one churned customer of the month (the rate's numerator and denominator both count
     # customers). By type and reason: the customers with such a record in the month.
-    in_month = and_(ChurnRecord.churned_at > table.c.start, ChurnRecord.churned_at <= table.c.end)
+    in_month = _dated_in_month(table)
     customers = func.count(ChurnRecord.customer_id.distinct())
     for idx, count in db.session.execute(
             select(table.c.idx, customers).join(ChurnRecord, in_month)
@@ -329,16 +340,26 @@ def check_churn_jumps(moments: Iterable[dt.datetime], *, now: dt.datetime | None
             .values(alert_id=alert.id))
         jump.alert_id = alert.id
         raised.append(jump)
+    from plugins.churn.owners import check_bottom_owners  # owners builds on this module
+
+    # The owner alert is a side check of the caller's change (marks, an import): in a
+    # savepoint, so that its failure is logged and undone alone, never the marks.
+    try:
+        with db.session.begin_nested():
+            check_bottom_owners(wanted, now)
+    except Exception:  # noqa: BLE001 - whatever went wrong, the marks stand
+        log.exception("churn: the %s check failed; the churn records are kept",
+                      "churn_owner_bottom")
     return raised
 
 
-def _claim_month(month: str) -> bool:
+def _claim_month(month: str, kind: str = JUMP_ALERT) -> bool:
     """Insert the (month, kind) marker; False when it exists (alerted before, or by a
     concurrent transaction, which PostgreSQL makes this one wait for)."""
     dialect_insert = pg_insert if db.session.get_bind().dialect.name == "postgresql" \
         else sqlite_insert
     claimed = db.session.scalar(
-        dialect_insert(ChurnRateAlert).values(month=month, kind=JUMP_ALERT, raised_at=utcnow())
+        dialect_insert(ChurnRateAlert).values(month=month, kind=kind, raised_at=utcnow())
         .on_conflict_do_nothing(index_elements=["month", "kind"])
         .returning(ChurnRateAlert.month))
     return claimed is not None

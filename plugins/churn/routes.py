@@ -4,7 +4,8 @@ Query parameters ``from`` and ``to`` (YYYY-MM-DD, ``to`` included), both optiona
 default the twelve months up to today (the current month and the eleven before, in
 RAPPORT_TIMEZONE). Either a Bearer key with the scope, or a signed link from
 ``churnReportLink`` (``?token=``, which carries the period; see ``core.report_links``).
-Answers: 200 with the page (``html_report.render_churn_report``); 400
+Answers: 200 with the page (``html_report.render_churn_report``; owner names and teams in
+"Churn by advisor" only for a key with agents:read, else the owners' global ids); 400
 with the typed errors of a bad period; 401 / 403 without a key or the scope
 (``core.auth.require_scope``).
 """
@@ -14,7 +15,7 @@ from __future__ import annotations
 import datetime as dt
 from typing import Any
 
-from flask import Blueprint, Response
+from flask import Blueprint, Response, g
 
 from core.db import utcnow
 from core.errors import UserError
@@ -52,7 +53,9 @@ def churn_report_page() -> Any:
     since, until = default_period(utcnow())
     args = report_args()
     try:
-        page = render_churn_report(args.get("from", since), args.get("to", until))
+        # Owner names and teams are agents' data: shown to a key that may read agents.
+        page = render_churn_report(args.get("from", since), args.get("to", until),
+                                   show_names=g.rapport_principal.allows("agents:read"))
     except UserError as exc:
         return user_error_response(exc, 400)
     answer = Response(page, mimetype="text/html")

@@ -10,22 +10,21 @@ default, ``partial: true`` keeps the valid items; per-item errors carry the item
 from __future__ import annotations
 
 import datetime as dt
-import math
 from typing import Any
 
 import graphene
 from graphene import relay
-from sqlalchemy import func, select
+from sqlalchemy import select
 from sqlalchemy.orm import defer
 
 from api import (
     CustomerType, RapportMutation, connection, ctx, domain, error_type, global_id,
-    load_related, make_page, node_type, page_size, scoped,
+    load_related, node_type, page_size, scoped,
 )
 from api.loaders import AgentByIdLoader, CustomerByIdLoader
 from api.limits import REPORT_COST, costly
 from api.mutations import MAX_BATCH
-from api.pagination import after_condition, bad_input, decode_cursor
+from api.pagination import bad_input, keyset_page
 from api.report_links import ReportLink
 from api.types import Agent
 from core.db import db, utcnow
@@ -34,7 +33,7 @@ from core.report_links import report_link
 from core.services import load
 from core.services.interactions import BatchRejected
 
-from plugins.churn import modeling, report, routes, service
+from plugins.churn import modeling, owners, report, routes, service
 from plugins.churn.errors import CODES
 from plugins.churn.loaders import (
     ChurnModelVersionByIdLoader, ChurnRecordByIdLoader, ChurnRecordsByCustomerLoader,
@@ -254,6 +253,112 @@ class WinbackStats(graphene.ObjectType):
     total = graphene.Field(WinbackStrategyStats, required=True)
 
 
+# --- Churn per owner and per team (plugins/churn/owners.py) ---------------------------------
+
+
+@domain("churn")
+class ChurnGroupMonth(graphene.ObjectType):
+    """A month of one team (or owner): the figures of churnReport's months, counting only
+    the customers of the group (by their current owner)."""
+
+    month = graphene.String(required=True, description="YYYY-MM in RAPPORT_TIMEZONE.")
+    active_at_start = graphene.Int(required=True, description=(
+        "The group's customers existing before the month and not churned at its start."))
+    churned = graphene.Int(required=True, description=(
+        "The group's customers with a churn record dated in the month."))
+    churn_rate = graphene.Float(description="churned / activeAtStart.")
+
+
+@domain("churn")
+class ChurnOwnerMonth(ChurnGroupMonth):
+    at_bottom = graphene.Boolean(required=True, description=(
+        "The owner had the month's highest churn rate among the owners with at least "
+        "minActive customers active at its start (complete months only; ties: each)."))
+
+
+_TOTALS = {
+    "active_at_start": "Customers active at the start of the period's first month.",
+    "churned": "The months' churned customers, summed.",
+    "customer_months": "The months' activeAtStart, summed.",
+    "churn_rate": ("The period's monthly churn rate: churned / customerMonths (the months' "
+                   "rates averaged, weighted by their active customers)."),
+}
+
+
+@domain("churn")
+class ChurnOwnerFigures(graphene.ObjectType):
+    """One owner's book (the customers it owns NOW: there is no ownership history), or the
+    customers without an owner (owner null), month by month and over the period."""
+
+    owner = scoped(graphene.Field(Agent, description=(
+        "The owner; null for the customers without one.")), "agents:read")
+    months = graphene.List(graphene.NonNull(ChurnOwnerMonth), required=True)
+    active_at_start = graphene.Int(required=True, description=_TOTALS["active_at_start"])
+    churned = graphene.Int(required=True, description=_TOTALS["churned"])
+    customer_months = graphene.Int(required=True, description=_TOTALS["customer_months"])
+    churn_rate = graphene.Float(description=_TOTALS["churn_rate"])
+    bottom_months = graphene.List(graphene.NonNull(graphene.String), required=True,
+                                  description="The months (YYYY-MM) the owner was at the "
+                                              "bottom.")
+    bottom_months_running = graphene.Int(required=True, description=(
+        "Consecutive months at the bottom ending with the period's last complete month."))
+    at_bottom_three_months = graphene.Boolean(required=True, description=(
+        "bottomMonthsRunning >= 3: by the house rule, the accounts go to a colleague."))
+
+    @staticmethod
+    def resolve_owner(root: owners.GroupFigures, info: Any) -> Any:
+        return load_related(info, AgentByIdLoader, root.owner_id)
+
+
+@domain("churn")
+class ChurnTeamFigures(graphene.ObjectType):
+    """The customers whose current owner is in the team (team null: owners without a team
+    and customers without an owner)."""
+
+    months = graphene.List(graphene.NonNull(ChurnGroupMonth), required=True)
+    active_at_start = graphene.Int(required=True, description=_TOTALS["active_at_start"])
+    churned = graphene.Int(required=True, description=_TOTALS["churned"])
+    customer_months = graphene.Int(required=True, description=_TOTALS["customer_months"])
+    churn_rate = graphene.Float(description=_TOTALS["churn_rate"])
+    team = scoped(graphene.Field(graphene.String, description=(
+        "The team's name (Agent.team; needs agents:read as well); null: no team.")),
+        "agents:read")
+
+
+@domain("churn")
+class ChurnMonthBottom(graphene.ObjectType):
+    month = graphene.String(required=True)
+    complete = graphene.Boolean(required=True, description=(
+        "The month is over (only complete months have a bottom)."))
+    ranked_owners = graphene.Int(required=True, description=(
+        "Owners with at least minActive customers active at the month's start."))
+    bottom_churn_rate = graphene.Float(description=(
+        "The highest churn rate among them; null when the month has no bottom (not "
+        "complete, fewer than two owners ranked, or no churn)."))
+
+
+@domain("churn")
+class ChurnByOwnerReport(graphene.ObjectType):
+    period_from = graphene.Date(required=True, name="from")
+    period_to = graphene.Date(required=True, name="to")
+    min_active = graphene.Int(required=True)
+    last_complete_month = graphene.String(description=(
+        "The month bottomMonthsRunning ends with; null when no month of the period is over."))
+    months = graphene.List(graphene.NonNull(ChurnMonthBottom), required=True)
+    by_owner = graphene.List(graphene.NonNull(ChurnOwnerFigures), required=True, description=(
+        "Every owner of a customer counted in the period, by name; the customers without "
+        "an owner last."))
+    by_team = graphene.List(graphene.NonNull(ChurnTeamFigures), required=True, description=(
+        "By team name; no team last."))
+
+
+def resolve_churn_by_owner(root: Any, info: Any, **args: Any) -> owners.OwnerReport:
+    try:
+        return owners.owner_report({**_period(args), "minActive": args["min_active"]})
+    except UserError as exc:
+        raise _bad_period(exc) from None
+
+
 def _period(args: dict[str, Any]) -> dict[str, Any]:
     return {"from": args["from_"].isoformat(), "to": args["to"].isoformat()}
 
@@ -291,16 +396,8 @@ def resolve_winback_stats(root: Any, info: Any, **args: Any) -> service.WinbackS
 
 def resolve_winback_campaigns(root: Any, info: Any, first: int | None = None,
                               after: str | None = None) -> Any:
-    size = page_size(first)
-    query = select(WinbackCampaign)
-    paged = query
-    if after:
-        paged = query.where(after_condition([WinbackCampaign.started_at, WinbackCampaign.id],
-                                            decode_cursor(after, 2), descending=True))
-    rows = db.session.scalars(paged.order_by(WinbackCampaign.started_at.desc(),
-                                             WinbackCampaign.id.desc()).limit(size + 1)).all()
-    return make_page(rows, size, after, lambda c: [c.started_at, c.id], lambda: db.session.scalar(
-        select(func.count()).select_from(WinbackCampaign)))
+    return keyset_page(select(WinbackCampaign), [WinbackCampaign.started_at, WinbackCampaign.id],
+                       first, after, kinds=(dt.datetime, int), descending=True)
 
 
 # --- Scores and models -----------------------------------------------------------------------
@@ -589,23 +686,12 @@ ChurnWarningConnection = connection(ChurnWarning, "ChurnWarning")
 
 def resolve_churn_warnings(root: Any, info: Any, first: int | None = None,
                            after: str | None = None, min_risk: float | None = 0.0) -> Any:
-    size = page_size(first)
+    page_size(first)  # a bad size is reported before a bad minRisk
     min_risk = 0.0 if min_risk is None else min_risk  # an explicit null: no threshold
     if not 0.0 <= min_risk <= 1.0:
         raise bad_input(f"minRisk must be from 0 to 1 (got {min_risk}).")
-    query = modeling.warnings_query(min_risk)
-    if after:
-        position = decode_cursor(after, 2, (float, int))
-        # JSON reads NaN and Infinity, which SQL compares as NULL (SQLite) or above every
-        # number (PostgreSQL): an edited cursor, never one of ours (priorities are finite).
-        if not math.isfinite(position[0]):
-            raise bad_input("Invalid cursor: pass the endCursor of a previous page unchanged.")
-        query = query.where(after_condition(
-            [ChurnScore.priority, ChurnScore.customer_id], position, descending=True))
-    rows = db.session.scalars(query.limit(size + 1)).all()
-    return make_page(rows, size, after, lambda s: [float(s.priority), s.customer_id],
-                     lambda: db.session.scalar(select(func.count()).select_from(
-                         modeling.warnings_query(min_risk).order_by(None).subquery())))
+    return modeling.WARNING_ORDER.query_page(
+        modeling.warnings_query(min_risk).order_by(None), first, after)
 
 
 # --- Mutations -----------------------------------------------------------------------------
@@ -840,6 +926,14 @@ def query_fields() -> dict[str, graphene.Field]:
             ChurnReport, required=True, resolver=resolve_churn_report, args=dict(_PERIOD),
             description="Monthly churn from..to (calendar months of RAPPORT_TIMEZONE)."),
             READ), REPORT_COST),
+        "churnByOwner": costly(scoped(graphene.Field(
+            ChurnByOwnerReport, required=True, resolver=resolve_churn_by_owner,
+            args={**_PERIOD, "min_active": graphene.Int(
+                default_value=owners.DEFAULT_MIN_ACTIVE, name="minActive", description=(
+                    "Owners with fewer customers active at a month's start are not ranked "
+                    "that month (tiny books are noise)."))},
+            description=("Monthly churn from..to per owner (the customers' current owner) "
+                         "and per team, with the owners at the bottom.")), READ), REPORT_COST),
         "churnReportLink": scoped(graphene.Field(
             ReportLink, required=True, resolver=resolve_churn_report_link,
             from_=graphene.Date(name="from"), to=graphene.Date(), description=(

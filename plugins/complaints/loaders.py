@@ -2,17 +2,20 @@
 
 from __future__ import annotations
 
-from collections import defaultdict
-from typing import Any
+import datetime as dt
 
 from sqlalchemy import func, select
 
 from api import ModelByIdLoader, RapportLoader
-from api.pagination import after_condition
+from api.pagination import Keyset, rows_per_parent
 from core.db import db
 
 from plugins.complaints import service
 from plugins.complaints.models import Complaint, TimelineEntry
+
+
+#: The order of complaint lists (all complaints, a customer's): newest filed first.
+NEWEST_FIRST = Keyset((Complaint.filed_at, Complaint.id), (dt.datetime, int), descending=True)
 
 
 class ComplaintByIdLoader(ModelByIdLoader):
@@ -30,23 +33,8 @@ class ComplaintsByCustomerLoader(RapportLoader):
     ``(filed_at, id)``: one ROW_NUMBER() query for the page of customers."""
 
     def load_batch(self, keys: list[int]) -> list[list[Complaint]]:
-        conditions: list[Any] = [Complaint.customer_id.in_(keys)]
-        after = self.params.get("after")
-        if after is not None:
-            conditions.append(after_condition([Complaint.filed_at, Complaint.id], list(after),
-                                              descending=True))
-        position = func.row_number().over(
-            partition_by=Complaint.customer_id,
-            order_by=(Complaint.filed_at.desc(), Complaint.id.desc())).label("position")
-        ranked = select(Complaint.id, position).where(*conditions).subquery()
-        found: dict[int, list[Complaint]] = defaultdict(list)
-        for complaint in db.session.scalars(
-                select(Complaint).join(ranked, ranked.c.id == Complaint.id)
-                .where(ranked.c.position <= self.params["limit"])
-                .order_by(Complaint.customer_id, Complaint.filed_at.desc(),
-                          Complaint.id.desc())):
-            found[complaint.customer_id].append(complaint)
-        return [found.get(k, []) for k in keys]
+        return rows_per_parent(Complaint, Complaint.customer_id, keys, NEWEST_FIRST,
+                               self.params["limit"], self.params.get("after"))
 
 
 class ComplaintCountByCustomerLoader(RapportLoader):

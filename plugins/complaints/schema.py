@@ -14,18 +14,17 @@ from typing import Any
 import graphene
 from graphene import relay
 from graphene.types.generic import GenericScalar
-from sqlalchemy import func, select
 
 from api import (
     CustomerType, RapportMutation, connection, ctx, domain, error_type, global_id,
-    load_related, make_page, node_type, page_size, scoped,
+    load_related, node_type, page_size, scoped,
 )
 from api.loaders import AgentByIdLoader, CustomerByIdLoader, InteractionByIdLoader
 from api.limits import REPORT_COST, costly
-from api.pagination import after_condition, bad_input, decode_cursor
+from api.pagination import bad_input
 from api.mutations import plain
 from api.types import Agent, Interaction, decode_global_id
-from core.db import db, utcnow
+from core.db import utcnow
 from core.errors import UserError, camel
 
 from plugins.complaints import service, sla, stats, workflow
@@ -33,7 +32,7 @@ from plugins.complaints.config import CAUSES, complaint_settings
 from plugins.complaints.errors import CODES
 from plugins.complaints.loaders import (
     ComplaintByIdLoader, ComplaintCountByCustomerLoader, ComplaintsByCustomerLoader,
-    ComplaintTimelineByComplaintLoader,
+    ComplaintTimelineByComplaintLoader, NEWEST_FIRST,
 )
 from plugins.complaints.models import Complaint, ComplaintStatus, EntryKind, Severity
 
@@ -210,31 +209,22 @@ def _filter_input(raw: dict[str, Any] | None) -> dict[str, Any]:
 
 def resolve_complaints(root: Any, info: Any, first: int | None = None, after: str | None = None,
                        filter: dict[str, Any] | None = None) -> Any:
-    size = page_size(first)
+    page_size(first)  # a bad size is reported before a bad filter
     try:
         query = service.complaints_query(_filter_input(filter), utcnow())
     except UserError as exc:
         raise bad_input("; ".join(f"filter.{e.field}: {e.message}" for e in exc.errors)
                         ) from None
-    paged = query
-    if after:
-        paged = query.where(after_condition([Complaint.filed_at, Complaint.id],
-                                            decode_cursor(after, 2), descending=True))
-    rows = db.session.scalars(paged.order_by(Complaint.filed_at.desc(), Complaint.id.desc())
-                              .limit(size + 1)).all()
-    return make_page(rows, size, after, lambda c: [c.filed_at, c.id], lambda: db.session.scalar(
-        select(func.count()).select_from(query.subquery())))
+    return NEWEST_FIRST.query_page(query, first, after)
 
 
 async def resolve_customer_complaints(root: Any, info: Any, first: int | None = None,
                                       after: str | None = None) -> Any:
     size = page_size(first)
-    after_key = tuple(decode_cursor(after, 2)) if after else None
     rows = await ctx(info).loader(ComplaintsByCustomerLoader, limit=size + 1,
-                                  after=after_key).load(root.id)
+                                  after=NEWEST_FIRST.decode(after)).load(root.id)
     count = ctx(info).loader(ComplaintCountByCustomerLoader)
-    return make_page(rows, size, after, lambda c: [c.filed_at, c.id],
-                     lambda: count.load(root.id))
+    return NEWEST_FIRST.page(rows, size, after, lambda: count.load(root.id))
 
 
 def resolve_complaint(root: Any, info: Any, id: str) -> Any:

@@ -3,17 +3,20 @@
 from __future__ import annotations
 
 import datetime as dt
-from collections import defaultdict
-from typing import Any
 
 from sqlalchemy import func, select
 
 from api import ModelByIdLoader, RapportLoader
-from api.pagination import after_condition
+from api.pagination import Keyset, rows_per_parent
 from core.db import db, utcnow
 
 from plugins.loyalty import service, tiers
 from plugins.loyalty.models import EarnRule, LedgerEntry, Reward, Tier, TierChange
+
+
+#: The order of a member's ledger: newest first.
+NEWEST_ENTRIES = Keyset((LedgerEntry.occurred_at, LedgerEntry.id), (dt.datetime, int),
+                        descending=True)
 
 
 class LoyaltyAccountByCustomerLoader(RapportLoader):
@@ -58,26 +61,12 @@ class ExpiringPointsByCustomerLoader(RapportLoader):
 
 class LoyaltyLedgerByCustomerLoader(RapportLoader):
     """Up to ``limit`` entries per member, newest first, after an optional cursor
-    ``(occurred_at, id)``: one ROW_NUMBER() query for the page of members."""
+    ``(occurred_at, id)`` (``NEWEST_ENTRIES.decode``): one ROW_NUMBER() query for the page
+    of members."""
 
     def load_batch(self, keys: list[int]) -> list[list[LedgerEntry]]:
-        conditions: list[Any] = [LedgerEntry.customer_id.in_(keys)]
-        after = self.params.get("after")
-        if after is not None:
-            conditions.append(after_condition([LedgerEntry.occurred_at, LedgerEntry.id],
-                                              list(after), descending=True))
-        position = func.row_number().over(
-            partition_by=LedgerEntry.customer_id,
-            order_by=(LedgerEntry.occurred_at.desc(), LedgerEntry.id.desc())).label("position")
-        ranked = select(LedgerEntry.id, position).where(*conditions).subquery()
-        found: dict[int, list[LedgerEntry]] = defaultdict(list)
-        for entry in db.session.scalars(
-                select(LedgerEntry).join(ranked, ranked.c.id == LedgerEntry.id)
-                .where(ranked.c.position <= self.params["limit"])
-                .order_by(LedgerEntry.customer_id, LedgerEntry.occurred_at.desc(),
-                          LedgerEntry.id.desc())):
-            found[entry.customer_id].append(entry)
-        return [found.get(k, []) for k in keys]
+        return rows_per_parent(LedgerEntry, LedgerEntry.customer_id, keys, NEWEST_ENTRIES,
+                               self.params["limit"], self.params.get("after"))
 
 
 class LoyaltyLedgerCountByCustomerLoader(RapportLoader):

@@ -11,11 +11,11 @@ from graphene import relay
 
 from api import (
     Money, RapportMutation, connection, ctx, domain, error_type, global_id, load_related,
-    make_page, node_type, page_size, scoped,
+    node_type, page_size, scoped,
 )
 from api.loaders import AgentByIdLoader, InteractionByIdLoader
 from api.limits import REPORT_COST, costly
-from api.pagination import bad_input, decode_cursor
+from api.pagination import bad_input
 from core.errors import UserError
 from api.types import Agent, Interaction
 from core.db import utcnow
@@ -25,7 +25,7 @@ from plugins.loyalty import programme, report, service
 from plugins.loyalty.config import loyalty_settings
 from plugins.loyalty.errors import CODES
 from plugins.loyalty.loaders import (
-    ExpiringPointsByCustomerLoader, LoyaltyAccountByCustomerLoader,
+    NEWEST_ENTRIES, ExpiringPointsByCustomerLoader, LoyaltyAccountByCustomerLoader,
     LoyaltyEarnRuleByIdLoader, LoyaltyLedgerByCustomerLoader,
     LoyaltyLedgerCountByCustomerLoader, LoyaltyLedgerEntryByIdLoader, LoyaltyRewardByIdLoader, LoyaltyTierByIdLoader,
     PointsToNextTierByCustomerLoader, TierHistoryByCustomerLoader,
@@ -336,12 +336,10 @@ class LoyaltyAccount(graphene.ObjectType):
     async def resolve_ledger(root: Member, info: Any, first: int | None = None,
                              after: str | None = None) -> Any:
         size = page_size(first)
-        after_key = tuple(decode_cursor(after, 2)) if after else None
         rows = await ctx(info).loader(LoyaltyLedgerByCustomerLoader, limit=size + 1,
-                                      after=after_key).load(root.customer_id)
+                                      after=NEWEST_ENTRIES.decode(after)).load(root.customer_id)
         count = ctx(info).loader(LoyaltyLedgerCountByCustomerLoader)
-        return make_page(rows, size, after, lambda e: [e.occurred_at, e.id],
-                         lambda: count.load(root.customer_id))
+        return NEWEST_ENTRIES.page(rows, size, after, lambda: count.load(root.customer_id))
 
     @staticmethod
     def resolve_tier_history(root: Member, info: Any) -> Any:

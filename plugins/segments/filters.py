@@ -23,7 +23,9 @@ from core.db import db
 from core.errors import ErrorCode, UserError
 from core.ids import global_id, parse_id
 from core.models import Customer
-from core.services.segments import CustomerFilterField, customer_conditions, validate_filter
+from core.services.segments import (
+    CustomerFilterField, customer_conditions, filter_cost, validate_filter,
+)
 
 from plugins.segments.models import Segment, Tier, ValueTier
 
@@ -125,6 +127,8 @@ FILTER_FIELDS = [
     CustomerFilterField(
         name="segment", field=SegmentField(), scope=READ, condition=segment_condition,
         nested=lambda ref: [ref.spec],
+        # What the stored filter holds (a search...), the segments it names included.
+        cost=lambda ref: filter_cost(ref.spec),
         graphql_type=graphene.ID(description=(
             "The customers of this saved segment (its id): its filter is applied (with "
             "the other conditions given). Needs segments:read."))),

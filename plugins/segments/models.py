@@ -26,13 +26,20 @@ class Tier(enum.StrEnum):
     NONE = "none"  # no purchase in the window
 
 
+#: Normalising can lengthen a name ("ß" folds to "ss", "ﬃ" to "ffi"): room for that.
+NAME_KEY_LENGTH = 800
+
+
 class Segment(db.Model):
     """A saved customer filter with a name."""
 
     __tablename__ = "segments_segments"
 
     id: Mapped[int] = mapped_column(BigIntPK, primary_key=True, autoincrement=True)
-    name: Mapped[str] = mapped_column(String(200), unique=True)
+    name: Mapped[str] = mapped_column(String(200))
+    #: The name as uniqueness sees it (``name_key``): "VIP" and "vip", "Über" and "über"
+    #: are one name. Kept by the database, so two saves at once cannot both take it.
+    name_key: Mapped[str] = mapped_column(String(NAME_KEY_LENGTH), unique=True)
     description: Mapped[str | None] = mapped_column(String(1000))
     #: The validated filter as JSON (``core.services.segments.filter_document``):
     #: snake_case keys, validated again each time it is used.

@@ -12,25 +12,25 @@ import graphene
 from graphene import relay
 from graphene.types.generic import GenericScalar
 from graphene.utils.str_converters import to_camel_case
-from graphql import GraphQLEnumType, GraphQLSchema, get_named_type
-from sqlalchemy import func, select
+from graphql import GraphQLEnumType, GraphQLError, GraphQLSchema, get_named_type
+from sqlalchemy import and_, func, select, true
 
 from api import (
     Money, RapportLoader, RapportMutation, connection, ctx, domain, error_type, global_id,
     node_type, scoped,
 )
 from api.limits import COUNT_COST, costly
-from api.pagination import bad_input, keyset_page
+from api.pagination import Page, bad_input, keyset_page, page_size
 from api.queries import (
     CustomerConnection, CustomerFilterInput, customer_filter_spec, resolve_customers,
 )
-from api.types import decode_global_id, forbidden
+from api.types import decode_global_id, forbidden, selected_names
 from core.app import rapport
 from core.db import db
 from core.errors import ErrorCode, UserError
 from core.ids import global_id as encode_id
 from core.models import Customer
-from core.services.segments import customer_conditions, plugin_fields_used
+from core.services.segments import customer_conditions, filter_cost, plugin_fields_used
 from core.money import quantize
 
 from plugins.segments import service
@@ -64,11 +64,14 @@ def filter_json(stored: dict[str, Any], schema: GraphQLSchema) -> dict[str, Any]
 
 class CustomerCountBySegmentLoader(RapportLoader):
     """How many customers each segment holds, with the scopes its filter's plugin fields
-    need: one statement per page of segments (a scalar count subquery per segment). A
-    segment whose filter no longer validates loads as its ``UserError`` (which the loader
-    raises to that key's caller)."""
+    need: one statement per page of segments, one pass over the customers
+    (``count(*) FILTER (WHERE <segment's conditions>)`` per segment). A segment whose
+    filter no longer validates loads as its ``UserError``, one whose stored filter the
+    request cannot pay for (``meter``: the request's ``CostMeter``) as the
+    QUERY_TOO_COMPLEX error, each raised to that key's caller only."""
 
     def load_batch(self, keys: list[int]) -> list[Any]:
+        meter = self.params["meter"]
         segments = {s.id: s for s in db.session.scalars(
             select(SegmentRow).where(SegmentRow.id.in_(keys)))}
         counts: dict[int, Any] = {}
@@ -85,11 +88,18 @@ class CustomerCountBySegmentLoader(RapportLoader):
             except UserError as exc:
                 counts[key] = exc
                 continue
+            try:  # what its stored filter holds (a search), nested segments included
+                meter.charge(filter_cost(spec),
+                             f"The filter of segment {encode_id('Segment', key)}")
+            except GraphQLError as exc:
+                counts[key] = exc
+                continue
             scopes[key] = {field.scope for field in plugin_fields_used(spec)}
-            columns.append(select(func.count()).select_from(Customer).where(
-                *customer_conditions(spec)).scalar_subquery().label(f"s{key}"))
+            conditions = customer_conditions(spec)
+            columns.append(func.count().filter(and_(*conditions) if conditions else true())
+                           .label(f"s{key}"))
         if columns:
-            row = db.session.execute(select(*columns)).one()
+            row = db.session.execute(select(*columns).select_from(Customer)).one()
             counts.update({int(name[1:]): (value, scopes[int(name[1:])])
                            for name, value in row._mapping.items()})
         return [counts[key] for key in keys]
@@ -140,21 +150,36 @@ class Segment(graphene.ObjectType):
 
     @staticmethod
     async def resolve_customer_count(root: SegmentRow, info: Any) -> int:
-        try:  # the loader's UserError (an exception in its results) comes back raised
-            count, scopes = await ctx(info).loader(CustomerCountBySegmentLoader).load(root.id)
-        except UserError as exc:
-            raise bad_input("; ".join(e.message for e in exc.errors)) from None
-        principal = ctx(info).principal
-        missing = sorted(scope for scope in scopes if not principal.allows(scope))
-        if missing:  # the filter names another plugin's field (as customers(filter:) does)
-            raise forbidden(missing[0])
-        return int(count)
+        return await segment_count(info, root.id)
 
     @staticmethod
     def resolve_customers(root: SegmentRow, info: Any, first: int | None = None,
                           after: str | None = None) -> Any:
+        def total() -> Any:  # batched with the page's other segments (and customerCount)
+            return segment_count(info, root.id)
+
+        if after is None and selected_names(info) <= {"totalCount", "__typename"}:
+            page_size(first)  # a bad size is an error all the same
+            return Page(nodes=[], cursors=[], has_next_page=False, has_previous_page=False,
+                        total=total)  # only counted: no page query per segment
         return resolve_customers(root, info, first=first, after=after,
-                                 filter={"segment": encode_id("Segment", root.id)})
+                                 filter={"segment": encode_id("Segment", root.id)},
+                                 total=total)
+
+
+async def segment_count(info: Any, segment_id: int) -> int:
+    """The segment's customers now, through the request's batched count: a bad stored
+    filter is BAD_USER_INPUT, a plugin field of it this key may not use FORBIDDEN."""
+    context = ctx(info)
+    try:  # the loader's UserError (an exception in its results) comes back raised
+        count, scopes = await context.loader(CustomerCountBySegmentLoader,
+                                             meter=context.cost).load(segment_id)
+    except UserError as exc:
+        raise bad_input("; ".join(e.message for e in exc.errors)) from None
+    missing = sorted(scope for scope in scopes if not context.principal.allows(scope))
+    if missing:  # the filter names another plugin's field (as customers(filter:) does)
+        raise forbidden(missing[0])
+    return int(count)
 
 
 @domain("segments")
@@ -166,7 +191,8 @@ class CustomerValueTier(graphene.ObjectType):
                                        "window (null: no purchase in the window).")
     frequency = graphene.Int(required=True, description="Purchases in the window.")
     monetary = graphene.Field(Money, required=True, description=(
-        "Spend on those purchases in the base currency (RAPPORT_BASE_CURRENCY)."))
+        "Spend on those purchases in the base currency (RAPPORT_BASE_CURRENCY), less the "
+        "window's refunds in it; never below 0."))
     r_score = graphene.Int(description="1-5 (5: the most recent fifth); null without purchase.")
     f_score = graphene.Int(description="1-5 (5: the most frequent fifth).")
     m_score = graphene.Int(description="1-5 (5: the highest spending fifth).")

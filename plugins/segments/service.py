@@ -8,11 +8,13 @@ as JSON (``filter_document``) and validated again whenever it is used.
 
 from __future__ import annotations
 
+import unicodedata
 from collections.abc import Mapping
 from typing import Any
 
 from marshmallow import Schema, fields, validate
-from sqlalchemy import func, select
+from sqlalchemy import select
+from sqlalchemy.exc import IntegrityError
 
 from core import context
 from core.changes import Event, record
@@ -24,7 +26,7 @@ from core.services import load, not_found, transaction
 from core.services.segments import filter_document
 
 from plugins.segments.filters import SegmentRef
-from plugins.segments.models import Segment
+from plugins.segments.models import NAME_KEY_LENGTH, Segment
 
 #: A segment that would contain itself (through the segments its filter names).
 CYCLE = "CYCLE"
@@ -76,13 +78,37 @@ def _stored_filter(spec: Mapping[str, Any]) -> dict[str, Any]:
     return filter_document(spec)
 
 
+def name_key(name: str) -> str:
+    """A segment name as uniqueness compares it: Unicode case-folded after NFKC, so the
+    comparison is the same on every database (SQLite's ``lower`` folds ASCII only)."""
+    return unicodedata.normalize("NFKC", name).casefold()
+
+
+def _name_taken(name: str) -> UserError:
+    return UserError.single(f"A segment named {name!r} exists already.", ErrorCode.UNIQUE,
+                            "name")
+
+
 def _unique_name(name: str, segment_id: int | None = None) -> None:
-    clash = select(Segment.id).where(func.lower(Segment.name) == name.lower())
+    if len(name_key(name)) > NAME_KEY_LENGTH:
+        raise UserError.single(
+            f"This name grows past {NAME_KEY_LENGTH} characters once case-folded (ligatures "
+            f"and compatibility characters expand): use a shorter name.", ErrorCode.INVALID,
+            "name")
+    clash = select(Segment.id).where(Segment.name_key == name_key(name))
     if segment_id is not None:
         clash = clash.where(Segment.id != segment_id)
     if db.session.scalar(clash) is not None:
-        raise UserError.single(f"A segment named {name!r} exists already.", ErrorCode.UNIQUE,
-                               "name")
+        raise _name_taken(name)
+
+
+def _flush_name(name: str) -> None:
+    """Flush, turning a name taken by a concurrent save (the unique key) into UNIQUE."""
+    try:
+        with db.session.begin_nested():
+            db.session.flush()
+    except IntegrityError:
+        raise _name_taken(name) from None
 
 
 def create_segment(raw: Mapping[str, Any], spec: Mapping[str, Any]) -> Segment:
@@ -92,11 +118,12 @@ def create_segment(raw: Mapping[str, Any], spec: Mapping[str, Any]) -> Segment:
     with transaction():
         _unique_name(data["name"])
         now = utcnow()
-        segment = Segment(name=data["name"], description=data.get("description"),
+        segment = Segment(name=data["name"], name_key=name_key(data["name"]),
+                          description=data.get("description"),
                           filter=stored, created_by=context.current().actor.to_json(),
                           created_at=now, updated_at=now)
         db.session.add(segment)
-        db.session.flush()
+        _flush_name(data["name"])
         _audit("createSegment", segment, "segment.created",
                {"name": [None, segment.name], "filter": [None, stored]})
     return segment
@@ -113,6 +140,8 @@ def update_segment(raw: Mapping[str, Any], spec: Mapping[str, Any] | None) -> Se
             _unique_name(data["name"], segment.id)
             changes["name"] = [segment.name, data["name"]]
             segment.name = data["name"]
+            segment.name_key = name_key(data["name"])
+            _flush_name(data["name"])
         if "description" in data and data["description"] != segment.description:
             changes["description"] = [segment.description, data["description"]]
             segment.description = data["description"]

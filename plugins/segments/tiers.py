@@ -2,7 +2,8 @@
 
 Over the purchases of a window (``windowDays`` days up to the end of ``asOf`` in
 RAPPORT_TIMEZONE), per customer: recency (whole days from the last purchase to the end
-of the window), frequency (purchases) and monetary (their spend in the base currency).
+of the window), frequency (purchases) and monetary (their spend in the base currency, net
+of the window's refunds in it, at least 0).
 Among the customers who bought in the window, each measure is scored 1-5 by quintiles
 (NTILE(5) in SQL; 5 is the most recent, most frequent, highest spending; customers with
 equal values share the lowest score among them), and the sum of the three scores gives
@@ -112,19 +113,26 @@ def compute_tiers(as_of: dt.date | None = None, window_days: int = DEFAULT_WINDO
         return [] if customer_ids is None else [column.in_(list(customer_ids))]
 
     base = settings.base_currency
-    in_window = (Interaction.kind == "purchase", Interaction.occurred_at >= start,
+    in_window = (Interaction.kind.in_(("purchase", "refund")), Interaction.occurred_at >= start,
                  Interaction.occurred_at < end)
     eligible = select(Customer.id).where(Customer.status != CustomerStatus.ERASED,
                                          *among(Customer.id))
+    bought = Interaction.kind == "purchase"
+    in_base = Interaction.currency == base
+    # Spend net of the refunds of the window (in the base currency), never below 0;
+    # recency and frequency count purchases only. Amounts are stored as integer units.
+    net = (func.coalesce(func.sum(case((bought & in_base, Interaction.amount))), 0)
+           - func.coalesce(func.sum(case(((Interaction.kind == "refund") & in_base,
+                                           Interaction.amount))), 0))
     purchases = select(
         Interaction.customer_id.label("customer_id"),
-        func.max(Interaction.occurred_at).label("last_at"),
-        func.count(Interaction.id).label("frequency"),
-        func.coalesce(func.sum(case((Interaction.currency == base, Interaction.amount))),
-                      0).label("monetary"),
+        func.max(case((bought, Interaction.occurred_at))).label("last_at"),
+        func.count(case((bought, Interaction.id))).label("frequency"),
+        case((net > 0, net), else_=0).label("monetary"),
     ).where(*in_window, *among(Interaction.customer_id),
             Interaction.customer_id.in_(eligible)).group_by(
-        Interaction.customer_id).subquery()
+        Interaction.customer_id).having(func.count(case((bought, Interaction.id))) > 0
+                                        ).subquery()
     p = purchases.c
     ranked = select(
         p.customer_id, p.last_at, p.frequency, p.monetary,

@@ -19,7 +19,7 @@ import graphene
 from api import RapportMutation, ctx, domain, error_type, global_id
 from api.limits import ANALYSIS_COST, costly
 from api.mutations import plain
-from api.queries import CustomerFilterInput, customer_filter_spec
+from api.queries import CustomerFilterInput, charge_filter, customer_filter_spec
 from core.errors import FieldError, UserError
 
 from plugins.surveys import analysis as service
@@ -448,6 +448,7 @@ def analysis_arguments(args: dict[str, Any], info: Any) -> dict[str, Any]:
             segment = customer_filter_spec(data["filter"], ctx(info).principal)
         except UserError as exc:
             raise UserError([e.prefixed("filter") for e in exc.errors]) from None
+        charge_filter(info, segment)  # a saved segment's stored search (api/limits.py)
     period = {key: data[key].isoformat() for key in ("submitted_after", "submitted_before")
               if data.get(key) is not None}
     return {"segment": segment, "period": period, "options": data.get("options")}

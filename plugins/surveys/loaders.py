@@ -2,17 +2,22 @@
 
 from __future__ import annotations
 
-from collections import defaultdict
+import datetime as dt
 from typing import Any, ClassVar
 
 from sqlalchemy import func, select
 
 from api import ModelByIdLoader, RapportLoader
-from api.pagination import after_condition
+from api.pagination import Keyset, rows_per_parent
 from core.db import db
 
 from plugins.surveys import service
 from plugins.surveys.models import Response, Survey
+
+
+#: The order of response lists (a survey's, a customer's): newest submitted first.
+NEWEST_RESPONSES = Keyset((Response.submitted_at, Response.id), (dt.datetime, int),
+                          descending=True)
 
 
 class SurveyByIdLoader(ModelByIdLoader):
@@ -37,29 +42,15 @@ class ScalesBySurveyLoader(RapportLoader):
 
 class _ResponsesBy(RapportLoader):
     """Up to ``limit`` responses per parent (survey or customer), newest first, after an
-    optional cursor ``(submitted_at, id)``: one ROW_NUMBER() query for the page."""
+    optional cursor ``(submitted_at, id)`` (``NEWEST_RESPONSES.decode``): one ROW_NUMBER()
+    query for the page."""
 
     #: The parent's column of Response (a name: a mapped attribute on a class would bind).
     parent: ClassVar[str]
 
     def load_batch(self, keys: list[int]) -> list[list[Response]]:
-        column = getattr(Response, self.parent)
-        conditions: list[Any] = [column.in_(keys)]
-        after = self.params.get("after")
-        if after is not None:
-            conditions.append(after_condition([Response.submitted_at, Response.id],
-                                              list(after), descending=True))
-        position = func.row_number().over(
-            partition_by=column,
-            order_by=(Response.submitted_at.desc(), Response.id.desc())).label("position")
-        ranked = select(Response.id, position).where(*conditions).subquery()
-        found: dict[int, list[Response]] = defaultdict(list)
-        for response in db.session.scalars(
-                select(Response).join(ranked, ranked.c.id == Response.id)
-                .where(ranked.c.position <= self.params["limit"])
-                .order_by(column, Response.submitted_at.desc(), Response.id.desc())):
-            found[getattr(response, self.parent)].append(response)
-        return [found.get(k, []) for k in keys]
+        return rows_per_parent(Response, getattr(Response, self.parent), keys,
+                               NEWEST_RESPONSES, self.params["limit"], self.params.get("after"))
 
 
 class _ResponseCountBy(RapportLoader):

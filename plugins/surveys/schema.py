@@ -15,18 +15,17 @@ from typing import Any
 import graphene
 from graphene import relay
 from graphene.types.generic import GenericScalar
-from sqlalchemy import func, select
+from sqlalchemy import select
 from werkzeug.datastructures import MultiDict
 
 from api import (
     CustomerType, RapportMutation, connection, ctx, domain, error_type, global_id,
-    load_related, make_page, node_type, page_size, scoped,
+    load_related, node_type, page_size, scoped,
 )
 from api.loaders import CustomerByIdLoader
-from api.pagination import after_condition, bad_input, decode_cursor
+from api.pagination import bad_input, keyset_page
 from api.report_links import ReportLink
 from api.types import decode_global_id
-from core.db import db
 from core.errors import UserError
 from core.report_links import report_link
 
@@ -36,7 +35,7 @@ from plugins.surveys.errors import CODES
 from plugins.surveys.loaders import (
     QuestionsBySurveyLoader, ResponseByIdLoader, ResponseCountByCustomerLoader,
     ResponseCountBySurveyLoader, ResponsesByCustomerLoader, ResponsesBySurveyLoader,
-    ScalesBySurveyLoader, SurveyByIdLoader,
+    NEWEST_RESPONSES, ScalesBySurveyLoader, SurveyByIdLoader,
 )
 from plugins.surveys.models import Question, QuestionType, Response, Scale, Survey, SurveyState
 
@@ -116,10 +115,6 @@ class SurveyAnswer(graphene.ObjectType):
         "(MULTI_CHOICE) or text (TEXT)."))
 
 
-def response_key(row: Response) -> list[Any]:
-    return [row.submitted_at, row.id]
-
-
 @domain("surveys")
 @node_type(Response)
 class SurveyResponseNode(graphene.ObjectType):
@@ -166,10 +161,10 @@ def _page_of(loader: type, count_loader: type, parent_id: int, first: int | None
              after: str | None) -> Any:
     async def page(info: Any) -> Any:
         size = page_size(first)
-        after_key = tuple(decode_cursor(after, 2, (dt.datetime, int))) if after else None
-        rows = await ctx(info).loader(loader, limit=size + 1, after=after_key).load(parent_id)
+        rows = await ctx(info).loader(loader, limit=size + 1,
+                                      after=NEWEST_RESPONSES.decode(after)).load(parent_id)
         count = ctx(info).loader(count_loader)
-        return make_page(rows, size, after, response_key, lambda: count.load(parent_id))
+        return NEWEST_RESPONSES.page(rows, size, after, lambda: count.load(parent_id))
     return page
 
 
@@ -267,19 +262,11 @@ SurveyConnection = connection(SurveyNode, "Survey")
 
 def resolve_surveys(root: Any, info: Any, first: int | None = None, after: str | None = None,
                     state: Any = None) -> Any:
-    size = page_size(first)
     query = select(Survey)
     if state is not None:
         query = query.where(Survey.state == SurveyState(getattr(state, "value", state)))
-    paged = query
-    if after:
-        paged = query.where(after_condition([Survey.created_at, Survey.id],
-                                            decode_cursor(after, 2, (dt.datetime, int)),
-                                            descending=True))
-    rows = db.session.scalars(paged.order_by(Survey.created_at.desc(), Survey.id.desc())
-                              .limit(size + 1)).all()
-    return make_page(rows, size, after, lambda s: [s.created_at, s.id], lambda: db.session.scalar(
-        select(func.count()).select_from(query.subquery())))
+    return keyset_page(query, [Survey.created_at, Survey.id], first, after,
+                       kinds=(dt.datetime, int), descending=True)
 
 
 def resolve_survey(root: Any, info: Any, id: str) -> Any:

@@ -67,6 +67,8 @@ TYPE_DOMAINS: dict[str, str] = {
     "ValidationByFrequency": "churn", "ValidationTrackingPoint": "churn",
     "WinbackAttempt": "churn", "WinbackCampaign": "churn", "WinbackOutcomeCounts": "churn",
     "WinbackStats": "churn", "WinbackStrategyStats": "churn",
+    "ChurnByOwnerReport": "churn", "ChurnGroupMonth": "churn", "ChurnOwnerMonth": "churn",
+    "ChurnOwnerFigures": "churn", "ChurnTeamFigures": "churn", "ChurnMonthBottom": "churn",
     # surveys
     "Survey": "surveys", "SurveyAlphaIfDeleted": "surveys", "SurveyAnalysis": "surveys",
     "SurveyAnalysisRule": "surveys", "SurveyAnswer": "surveys",
@@ -97,6 +99,7 @@ TYPE_DOMAINS: dict[str, str] = {
 #: of Mutation fields) are structural too.
 STRUCTURAL = {
     "PageInfo", "Money", "PluginInfo", "InteractionKind", "JobFailure", "JobFile", "ReportLink",
+    "OwnerAssignment",
     *(f"{n}{suffix}" for n in (
         "Agent", "Alert", "AuditEntry", "ChurnWarning", "Complaint", "Customer",
         "Interaction", "Job", "LoyaltyLedgerEntry", "Schedule", "Segment", "Survey",
@@ -127,6 +130,7 @@ ROOT_DOMAINS: dict[str, str | None] = {
     "complaintChannels": "complaints", "complaintStats": "complaints",
     "churnReport": "churn", "winbackCampaigns": "churn", "churnModel": "churn",
     "churnWarnings": "churn", "winbackStats": "churn", "churnReportLink": "churn",
+    "churnByOwner": "churn",
 }
 
 #: Fields of one domain's type that belong to another domain (a plugin's Customer field,
@@ -143,6 +147,7 @@ FIELD_DOMAINS: dict[tuple[str, str], str] = {
     ("Task", "assignee"): "agents", ("CareFollowUpSummary", "owner"): "agents",
     ("Incident", "alert"): "alerts", ("Incident", "owner"): "agents",
     ("Segment", "customers"): "customers", ("Segment", "customerCount"): "customers",
+    ("ChurnOwnerFigures", "owner"): "agents", ("ChurnTeamFigures", "team"): "agents",
 }
 
 DOMAINS = sorted(set(TYPE_DOMAINS.values()))
@@ -277,7 +282,8 @@ ROOT_WRITE_SCOPES: dict[str, str] = {
     "defineCustomerAttribute": "customers:write", "mergeCustomers": "customers:merge",
     "eraseCustomer": "customers:erase", "exportCustomer": "customers:export",
     "recordInteraction": "interactions:write", "recordInteractions": "interactions:write",
-    "createAgent": "agents:write", "acknowledgeAlert": "alerts:write",
+    "createAgent": "agents:write", "updateAgent": "agents:write",
+    "reassignCustomers": "customers:reassign", "acknowledgeAlert": "alerts:write",
     "startJob": "jobs:write", "cancelJob": "jobs:write", "createSchedule": "jobs:write",
     "updateSchedule": "jobs:write", "deleteSchedule": "jobs:write",
     "createWebhook": "webhooks:write", "updateWebhook": "webhooks:write",

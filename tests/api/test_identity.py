@@ -145,6 +145,13 @@ def _core_cases(app: Flask) -> dict[str, Callable[[], tuple[str, dict[str, Any]]
             "recordInteractions(input: {interactions: [{customerId: $id, kind: \"call\", "
             f"occurredAt: \"{when}\"}}]}})", {"id": customer()}),
         "createAgent": lambda: ("createAgent(input: {name: \"A\", email: \"a@shop.io\"})", {}),
+        "updateAgent": lambda: ("updateAgent(input: {id: $id, team: \"North\"})",
+                                {"id": global_id("Agent", create_agent(
+                                    {"name": "U", "email": "u@shop.io"}).id)}),
+        "reassignCustomers": lambda: (
+            "reassignCustomers(input: {customerIds: [$id], toOwnerId: $agent})",
+            {"id": customer(), "agent": global_id("Agent", create_agent(
+                {"name": "R", "email": "r@shop.io"}).id)}),
         "acknowledgeAlert": lambda: ("acknowledgeAlert(input: {id: $id})", {"id": alert()}),
     }
 

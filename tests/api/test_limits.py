@@ -211,7 +211,7 @@ def test_reports_declare_their_cost(make_app: AppFactory) -> None:
     app = make_app(enabled=["loyalty", "complaints", "churn", "surveys"])
     declared = app.extensions["rapport_graphql"].cost_tables.declared
     for field in ("loyaltyReport", "complaintStats", "churnReport", "winbackStats",
-                  "customerDuplicates"):
+                  "churnByOwner", "customerDuplicates"):
         assert declared[("Query", field)] == limits.REPORT_COST, field
     assert declared[("Survey", "analysis")] == limits.ANALYSIS_COST
     gql = GraphQL(app, admin_token(app))

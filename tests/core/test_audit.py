@@ -246,8 +246,9 @@ def test_migration_makes_keys_service_keys_and_widens_customers_write(
     with app.app_context():
         keys = {k.prefix: k for k in db.session.scalars(select(ApiKey))}
         assert (keys["aa"].service, keys["aa"].agent_id) == ("shop", None)
+        # core_0004 widens customers:write by merge, erase and export; core_0009 by reassign.
         assert keys["aa"].scopes == ["customers:erase", "customers:export", "customers:merge",
-                                     "customers:read", "customers:write"]
+                                     "customers:read", "customers:reassign", "customers:write"]
         assert (keys["bb"].service, keys["bb"].scopes) == ("reader", ["customers:read"])
 
 

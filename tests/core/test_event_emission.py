@@ -66,6 +66,12 @@ def _core_flows() -> None:
         staff.raise_alert("spike", "high", "tests", {"window": 3}, customer=ada)
     gone = customers.create_customer({"name": "Gone", "phone": PHONE})
     customers.erase_customer(gone.id)
+    leaving = staff.create_agent({"name": "Leaving", "email": "leaving@example.com"})
+    staff.create_agent({"name": "Taking", "email": "taking@example.com",  # North's one agent
+                        "team": "North"})
+    customers.update_customer(ada.id, {"owner_id": leaving.id})
+    staff.update_agent(leaving.id, {"active": False, "team": "South"})
+    staff.reassign_customers({"from_owner_id": leaving.id, "to_team": "North"})
 
 
 def _loyalty_flows() -> None:

@@ -135,6 +135,18 @@ class Probe:
                     Customer.id.in_(merged_ids)))}))
 
     @hookimpl
+    def rapport_customers_reassigned(self, assignments: dict[int, int],
+                                     previous: dict[int, int | None]) -> None:
+        self.calls.append(("customers_reassigned", {
+            "assignments": dict(assignments), "previous": dict(previous),
+            "in_transaction": db.session().in_transaction(),
+            # core updated the rows before the call
+            "owners_now": dict(db.session.execute(select(Customer.id, Customer.owner_id).where(
+                Customer.id.in_(list(assignments)))).tuples().all())}))
+        if getattr(self, "refuse_reassignment", False):
+            raise UserError.single("The probe keeps its customers.", "NOT_ALLOWED")
+
+    @hookimpl
     def rapport_customer_erased(self, customer: Customer) -> dict[str, Any]:
         self.calls.append(("customer_erased", {"id": customer.id, "status": customer.status,
                                                "email": customer.email}))
@@ -403,6 +415,31 @@ def test_rapport_customers_merged(probe_app: Flask, probe: Probe) -> None:
     assert call == {"survivor": survivor.id, "merged_ids": sorted([dup1.id, dup2.id]),
                     "interactions_left_on_merged": 0, "merged_rows_present": 2}
     assert _count(Customer) == 1  # the merged rows are gone after the hook
+
+
+def test_rapport_customers_reassigned(probe_app: Flask, probe: Probe) -> None:
+    from core.services import staff
+
+    ann = staff.create_agent({"name": "Ann", "email": "ann@example.com", "team": "T"})
+    bob = staff.create_agent({"name": "Bob", "email": "bob@example.com", "team": "T"})
+    one = customers.create_customer({"name": "One", "owner_id": ann.id})
+    two = customers.create_customer({"name": "Two"})
+    customers.update_customer(one.id, {"owner_id": bob.id})
+    [call] = probe.seen("customers_reassigned")
+    assert call == {"assignments": {one.id: bob.id}, "previous": {one.id: ann.id},
+                    "in_transaction": True, "owners_now": {one.id: bob.id}}
+    result = staff.reassign_customers({"customer_ids": [one.id, two.id], "to_owner_id": ann.id})
+    assert result.moved == 2
+    assert probe.seen("customers_reassigned")[-1] == {
+        "assignments": {one.id: ann.id, two.id: ann.id},
+        "previous": {one.id: bob.id, two.id: None}, "in_transaction": True,
+        "owners_now": {one.id: ann.id, two.id: ann.id}}
+    # Raising in the hook rolls the whole move back.
+    probe.refuse_reassignment = True  # type: ignore[attr-defined]
+    with pytest.raises(UserError):
+        staff.reassign_customers({"from_owner_id": ann.id, "to_owner_id": bob.id})
+    db.session.expire_all()
+    assert {c.owner_id for c in db.session.scalars(select(Customer))} == {ann.id}
 
 
 def test_rapport_customer_erased(probe_app: Flask, probe: Probe) -> None:

@@ -73,3 +73,22 @@ def test_report_renders_every_chart_in_chromium(tmp_path: Path) -> None:
     assert view.figures_total == 2
     assert view.figures_rendered == 2
     assert view.screenshot.stat().st_size > 10_000
+
+
+def test_user_text_with_dollars_is_drawn_as_written() -> None:
+    """A ``$`` in a label (an agent's name, a question text) is text, never mathtext: an
+    unbalanced one used to fail the whole drawing."""
+    odd = r"$\frac{x$"
+    fig = new_figure(5, 3)
+    ax = fig.gca()
+    ax.barh([0, 1], [3, 4], label=odd)
+    ax.set_yticks([0, 1], [odd, "$5 plan$"])
+    ax.set_xticks([0, 2, 4], ["0", odd, "4"])
+    ax.set_title(odd)
+    ax.set_xlabel(odd)
+    ax.text(1, 1, odd)
+    ax.annotate(odd, (2, 0))
+    ax.legend()
+    fig.legend([odd])
+    svg = figure_svg(fig)
+    assert svg.count(r"$\frac{x$") >= 8 and "$5 plan$" in svg

@@ -418,3 +418,62 @@ def test_rule_changes_emit_events(rules_app: Flask, rgql: GraphQL) -> None:
                       ("rule.updated", {"ruleId": rule_id,
                                         "changedFields": ["enabled", "name"]}),
                       ("rule.deleted", {"ruleId": rule_id})]
+
+
+def test_rules_show_only_triggers_the_key_may_read(rules_app: Flask, rgql: GraphQL) -> None:
+    """As ruleRuns: a key lists (and finds by node id) only the rules of triggers whose
+    domain it may read, and reads an action's parameters (and a run's results) only when
+    it may read the action's domain."""
+    on_customer = _rule(rgql)["rule"]["id"]
+    on_task = _rule(rgql, name="Greet", eventType="task.created")["rule"]["id"]
+    page = """{ rules(first: 10) { totalCount edges { node { id
+      actions { action parameters } } } } }"""
+    node = """query($id: ID!) { node(id: $id) { id ... on Rule { name } } }"""
+    customers_only = GraphQL(rules_app, admin_token(rules_app, ("rules:read",
+                                                                "customers:read")))
+    tasks_only = GraphQL(rules_app, admin_token(rules_app, ("rules:read", "tasks:read")))
+    both = GraphQL(rules_app, admin_token(rules_app, ("rules:read", "customers:read",
+                                                      "tasks:read")))
+    listed = customers_only(page)["rules"]
+    assert listed["totalCount"] == 1
+    assert [e["node"] for e in listed["edges"]] == [{"id": on_customer, "actions": [
+        {"action": "care.create_task", "parameters": None}]}]  # no tasks:read
+    listed = tasks_only(page)["rules"]
+    assert [e["node"]["id"] for e in listed["edges"]] == [on_task]
+    assert listed["edges"][0]["node"]["actions"][0]["parameters"] == {
+        "kind": "call", "title": "Welcome call"}
+    assert [e["node"]["id"] for e in both(page)["rules"]["edges"]] == [on_customer, on_task]
+    assert rgql(page)["rules"]["totalCount"] == 2  # admin
+
+    assert customers_only(node, {"id": on_task})["node"] is None  # hidden, as if absent
+    assert tasks_only(node, {"id": on_customer})["node"] is None
+    assert tasks_only(node, {"id": on_task})["node"] == {"id": on_task, "name": "Greet"}
+
+    customer("A", agent())
+    relay_and_run_rules(rules_app)
+    runs = """{ ruleRuns { edges { node { eventType outcome } } } }"""
+    outcomes = [e["node"]["outcome"] for e in customers_only(runs)["ruleRuns"]["edges"]
+                if e["node"]["eventType"] == "customer.created"]
+    assert outcomes and all(line["result"] is None for o in outcomes for line in o)
+    shown = [e["node"]["outcome"] for e in both(runs)["ruleRuns"]["edges"]
+             if e["node"]["eventType"] == "customer.created"]
+    assert shown and all(line["result"] is not None for o in shown for line in o)
+
+
+def test_a_run_hides_its_rule_once_the_rule_is_aimed_at_an_unreadable_trigger(
+        rules_app: Flask, rgql: GraphQL) -> None:
+    """A run of a trigger the key may read keeps showing; its rule, re-aimed since at an
+    event of a domain the key may not read, is null there as rules and node(id) hide it."""
+    rule_id = _rule(rgql)["rule"]["id"]
+    customer("A", agent())
+    relay_and_run_rules(rules_app)
+    reader = GraphQL(rules_app, admin_token(rules_app, ("rules:read", "customers:read")))
+    runs = """{ ruleRuns { edges { node { eventType rule { name eventType } } } } }"""
+    assert [e["node"]["rule"] for e in reader(runs)["ruleRuns"]["edges"]] == [
+        {"name": "Welcome call", "eventType": "customer.created"}]
+    changed = rgql(UPDATE_RULE, {"input": {"id": rule_id, "name": "Secret",
+                                           "eventType": "task.created"}})["updateRule"]
+    assert changed["errors"] == []
+    assert reader("{ rules { totalCount } }")["rules"]["totalCount"] == 0
+    assert [e["node"] for e in reader(runs)["ruleRuns"]["edges"]] == [
+        {"eventType": "customer.created", "rule": None}]

@@ -11,19 +11,24 @@ from pathlib import Path
 import numpy as np
 import pytest
 from flask import Flask
+from sqlalchemy import select, update
 
 from core.db import db
-from plugins.churn import btyd, html_report
+from core.ids import global_id
+from core.models import Agent, Customer
+from core.services.staff import create_agent
+from plugins.churn import btyd, html_report, owners
 from plugins.churn.html_report import render_churn_report
 from plugins.churn.models import ChurnModelVersion, ChurnScore, TimeUnit
 from tests.browser import open_in_browser
 from tests.conftest import admin_token
 from tests.plugins.churn.conftest import NOW, customer, days_ago, mark, purchase
 
-CHARTS = ["monthly-churn", "retention-curve", "reasons", "types", "risk-distribution",
-          "p-alive-matrix"]
+CHARTS = ["monthly-churn", "retention-curve", "reasons", "types", "churn-by-advisor",
+          "risk-distribution", "p-alive-matrix"]
 TABLES = ["Monthly figures", "Cohort retention", "Churn records by reason",
-          "Churn records by type", "Warning list: the 7 customers", "Parameters", "Metrics"]
+          "Churn records by type", "Churn by advisor over the period",
+          "Warning list: the 7 customers", "Parameters", "Metrics"]
 #: Risks of the scored customers and the histogram bucket (width 0.05) each falls in.
 RISKS = [0.0, 0.01, 0.05, 0.049, 0.2, 0.5, 0.51, 0.75, 0.9, 0.95, 0.999, 1.0]
 BUCKETS = [0, 0, 1, 0, 4, 10, 10, 15, 18, 19, 19, 19]
@@ -56,8 +61,12 @@ def add_model(active: bool = True) -> ChurnModelVersion:
 
 @pytest.fixture
 def history(churn_app: Flask) -> list[int]:
-    """12 customers with purchases; 5 churned over the last months (3 reasons, 2 types)."""
-    people = [customer(f"C{i}", created_days_ago=300 + i) for i in range(12)]
+    """12 customers with purchases; 5 churned over the last months (3 reasons, 2 types).
+    Ann (team North) owns C0..C5, Bob C6..C9; C10 and C11 have no owner."""
+    ann = create_agent({"name": "Ann", "email": "ann@example.com", "team": "North"}).id
+    bob = create_agent({"name": "Bob", "email": "bob@example.com"}).id
+    people = [customer(f"C{i}", created_days_ago=300 + i,
+                       owner_id=ann if i < 6 else bob if i < 10 else None) for i in range(12)]
     for i, person in enumerate(people):
         purchase(person, days_ago(250 - i))
         purchase(person, days_ago(180 - i), "25.00")
@@ -88,6 +97,7 @@ def test_without_records_or_model_each_part_says_why(churn_app: Flask) -> None:
     assert charts(page) == []
     for text in ("No customer was active at the start of any month",
                  "No customer started in the period", "No churn record is dated in the period",
+                 "No customer counted in the period has an owner",
                  "No churn model is fitted yet"):
         assert text in page
     assert "Monthly figures" in page  # the months are listed, with their zeros
@@ -96,7 +106,8 @@ def test_without_records_or_model_each_part_says_why(churn_app: Flask) -> None:
 
 def test_records_without_a_model(history: list[int]) -> None:
     page = render_churn_report(*PERIOD)
-    assert charts(page) == ["monthly-churn", "retention-curve", "reasons", "types"]
+    assert charts(page) == ["monthly-churn", "retention-curve", "reasons", "types",
+                            "churn-by-advisor"]
     assert page.count("No churn model is fitted yet") == 3  # risk, P(alive), model
     assert "5 customer(s) churned" in page
     # pricing: 3 of 5 records.
@@ -168,7 +179,11 @@ def test_the_cli_writes_the_page(scored: ChurnModelVersion, churn_app: Flask,
     result = cli(churn_app, "--from", PERIOD[0], "--to", PERIOD[1], "--out", out)
     assert result.exit_code == 0, result.output  # type: ignore[attr-defined]
     assert f"report written to {out}" in result.output  # type: ignore[attr-defined]
-    assert charts(out.read_text(encoding="utf-8")) == CHARTS
+    written = out.read_text(encoding="utf-8")
+    assert charts(written) == CHARTS
+    # The operator's own file (no job, nothing stored to download) names the owners.
+    assert [r[:2] for r in advisor_rows(written)] == [
+        ("Ann", "North"), ("Bob", ""), ("(no owner)", "")]
 
     never = tmp_path / "never.html"
     bad = cli(churn_app, "--from", "2026-05-01", "--to", "2026-04-01", "--out", never)
@@ -221,3 +236,62 @@ def test_the_route_serves_a_page_the_browser_draws(scored: ChurnModelVersion,
     assert view.figures_total == len(CHARTS)
     assert view.figures_rendered == len(CHARTS)
     assert view.screenshot.stat().st_size > 10_000
+
+
+def advisor_rows(page: str) -> list[tuple[str, ...]]:
+    table = page.split("<caption>Churn by advisor over the period")[1].split("</table>")[0]
+    return [tuple(re.sub(r"<[^>]+>", "", cell) for cell in re.findall(r"<td[^>]*>.*?</td>",
+                                                                      row))
+            for row in re.findall(r"<tr>(.*?)</tr>", table.split("<tbody>")[1])]
+
+
+def test_churn_by_advisor_section(history: list[int]) -> None:
+    page = render_churn_report(*PERIOD)
+    assert "<h2>Churn by advisor</h2>" in page or ">Churn by advisor<" in page
+    rows = advisor_rows(page)
+    # Owners by name, the customers without an owner last; Ann lost C0..C4.
+    assert [(r[0], r[1], r[3]) for r in rows] == [
+        ("Ann", "North", "5"), ("Bob", "", "0"), ("(no owner)", "", "0")]
+    # The figures of churnByOwner (customer-months depend on today's date).
+    expected = owners.owner_report({"from": PERIOD[0], "to": PERIOD[1]})
+    assert [(int(r[2]), int(r[4]), r[5]) for r in rows] == [
+        (g.active_at_start, g.customer_months, html_report._pct(g.churn_rate))
+        for g in expected.by_owner]
+    assert expected.by_owner[0].customer_months > 30
+    # Books under 10 active customers are never ranked (minActive's default).
+    assert all(r[6] == "" and r[7] == "0" for r in rows)
+
+
+def test_owner_names_need_the_agents_scope(history: list[int], churn_app: Flask) -> None:
+    client = churn_app.test_client()
+    url = f"/reports/churn.html?from={PERIOD[0]}&to={PERIOD[1]}"
+    churn_only = {"Authorization": f"Bearer {admin_token(churn_app, ('churn:read',))}"}
+    page = client.get(url, headers=churn_only).get_data(as_text=True)
+    shown = [r[0] for r in advisor_rows(page)]
+    ann = db.session.scalar(select(Agent.id).where(Agent.name == "Ann"))
+    assert shown[0] == global_id("Agent", ann) and shown[-1] == "(no owner)"
+    assert "Ann" not in shown and "North" not in page
+    assert "need the agents:read scope" in page
+    both = {"Authorization": "Bearer " + admin_token(churn_app, ("churn:read", "agents:read"))}
+    page = client.get(url, headers=both).get_data(as_text=True)
+    assert [r[0] for r in advisor_rows(page)] == ["Ann", "Bob", "(no owner)"]
+    assert "need the agents:read scope" not in page
+
+
+def test_names_and_labels_with_dollars_are_drawn_as_written(history: list[int],
+                                                          churn_app: Flask) -> None:
+    """An agent named like mathtext (an unbalanced ``$``) used to fail the page (500)."""
+    odd = r"$\frac{x$"
+    agent = create_agent({"name": odd, "email": "odd@example.com", "team": odd}).id
+    db.session.execute(update(Customer).where(Customer.id.in_(history[10:])).values(
+        owner_id=agent))
+    db.session.commit()
+    page = render_churn_report(*PERIOD)
+    assert "churn-by-advisor" in charts(page)
+    chart = page.split('data-chart="churn-by-advisor"')[1].split("</svg>")[0]
+    assert odd in chart
+    assert (odd, odd) in [r[:2] for r in advisor_rows(page)]
+    both = {"Authorization": "Bearer " + admin_token(churn_app, ("churn:read", "agents:read"))}
+    answer = churn_app.test_client().get(
+        f"/reports/churn.html?from={PERIOD[0]}&to={PERIOD[1]}", headers=both)
+    assert answer.status_code == 200 and odd in answer.get_data(as_text=True)

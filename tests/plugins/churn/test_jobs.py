@@ -106,3 +106,26 @@ def test_a_fit_without_enough_data_fails_with_its_code(churn_jobs_app: Flask) ->
     assert job["status"] == "FAILED"
     assert job["error"]["code"] == "INSUFFICIENT_DATA"
     assert "needs at least 20 customers" in job["error"]["message"]
+
+
+def test_the_report_file_never_names_owners(churn_jobs_app: Flask) -> None:
+    """Any key with churn:read and jobs:read downloads a churn.report job's file: owner
+    names and teams (agents' data) are never in it, even when an admin started the job."""
+    from core.ids import global_id
+    from core.services.staff import create_agent
+
+    zelda = create_agent({"name": "Zelda Quux", "email": "zq@example.com",
+                          "team": "Northwind Team"}).id
+    for n in range(3):
+        purchase(customer(f"Z{n}", created_days_ago=120, owner_id=zelda), days_ago(100))
+    gql = GraphQL(churn_jobs_app, admin_token(churn_jobs_app))
+    first, last = days_ago(90).date().isoformat(), days_ago(0).date().isoformat()
+    job, _ = run(gql, "churn.report", {"from": first, "to": last})
+    assert job["status"] == "SUCCEEDED", job
+    reader = admin_token(churn_jobs_app, ("churn:read", "jobs:read"))
+    html = churn_jobs_app.test_client().get(
+        job["files"][0]["url"], headers={"Authorization": f"Bearer {reader}"})
+    assert html.status_code == 200
+    page = html.get_data(as_text=True)
+    assert global_id("Agent", zelda) in page and "need the agents:read scope" in page
+    assert "Zelda" not in page and "Northwind" not in page

@@ -69,6 +69,15 @@ def test_typed_errors(segments_app: Flask, gql: GraphQL) -> None:
         return [(e["field"], e["code"]) for e in payload["errors"]]
 
     assert errors(create(gql, "oslo", {"city": ["Rome"]})) == [("input.name", "UNIQUE")]
+    # One name on both databases: case-folded beyond ASCII (SQLite's lower() is not), and
+    # the same non-ASCII name twice is UNIQUE, not the unique key's 500 (found by fuzzing).
+    assert create(gql, "Ýüð Straße", {"city": ["Oslo"]})["errors"] == []
+    for taken in ("Ýüð Straße", "ýÜÐ STRASSE"):
+        assert errors(create(gql, taken, {"city": ["Rome"]})) == [("input.name", "UNIQUE")]
+    # Folding lengthens some names ("ﬃ" is "ffi"): they fit; one that grows past the key's
+    # room is INVALID, not the database's 500.
+    assert create(gql, "ﬃ" * 100, {"city": ["Oslo"]})["errors"] == []
+    assert errors(create(gql, "\ufdfa" * 60, {"city": ["Oslo"]})) == [("input.name", "INVALID")]
     assert errors(create(gql, "Bad", {"country": ["Norway"]})) == [
         ("input.filter.country.0", "INVALID")]
     assert errors(create(gql, "One person", {"email": "ada@example.com"})) == [
@@ -79,7 +88,7 @@ def test_typed_errors(segments_app: Flask, gql: GraphQL) -> None:
         ("input.filter.segment", "INVALID")]
     missing = gql(UPDATE, {"input": {"id": gid("Segment", 999), "name": "x"}})
     assert errors(missing["updateSegment"]) == [("input.id", "NOT_FOUND")]
-    assert db.session.scalar(select(Segment.name).where(Segment.name != "Oslo")) is None
+    assert set(db.session.scalars(select(Segment.name))) == {"Oslo", "Ýüð Straße", "ﬃ" * 100}
 
 
 def test_nested_segments_refuse_cycles_and_deleting_a_named_one(
@@ -234,3 +243,10 @@ def test_a_segment_naming_another_plugins_field_needs_that_scope_too(make_app: A
         "FORBIDDEN"
     assert everything(count)["segments"]["edges"] == [{"node": {"name": "VIP 2",
                                                                 "customerCount": 1}}]
+    # Counted with the page's other segments, with the same check of the scopes.
+    total = "{ segments { edges { node { name customers { totalCount } } } } }"
+    refused = segments_only.raw(total).get_json()["errors"][0]
+    assert refused["extensions"]["code"] == "FORBIDDEN"
+    assert "filterprobe:read" in refused["message"]
+    assert everything(total)["segments"]["edges"] == [{"node": {
+        "name": "VIP 2", "customers": {"totalCount": 1}}}]

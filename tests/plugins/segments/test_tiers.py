@@ -124,6 +124,49 @@ def test_tiers_match_the_hand_worked_example(segments_app: Flask) -> None:
     assert events[1]["tiers"] == {"top": 0, "high": 2, "medium": 3, "low": 0, "none": 2}
 
 
+def test_refunds_are_deducted_from_monetary_and_from_spend_filters(
+        segments_app: Flask, gql: GraphQL) -> None:
+    """M is the window's purchases net of the window's refunds (base currency, at least
+    0); minSpend and maxSpend compare all-time purchases net of all-time refunds.
+
+    ====  ======================================  ======  ========  ===  ===  ===  ======
+    who   in the window (USD unless EUR)          M       all time  R    F    M    tier
+    ====  ======================================  ======  ========  ===  ===  ===  ======
+    Ann   buys 100, 100.25; refund 30.10          170.15  170.15    2    3    2    medium
+    Ben   buys 50; refund 80 (of an older 80)     0       50        3    1    1    low
+    Cal   buys 200; refund 40 EUR (old: 50 USD)   200     150       1    1    3    low
+    Dan   refund 10 only                          none    -10
+    ====  ======================================  ======  ========  ===  ===  ===  ======
+    """
+    ids = {name: customer(name) for name in ("Ann", "Ben", "Cal", "Dan")}
+    purchase(ids["Ann"], "100", at("2026-06-01"))
+    purchase(ids["Ann"], "100.25", at("2026-06-10"))
+    purchase(ids["Ann"], "30.10", at("2026-06-12"), kind="refund")
+    purchase(ids["Ben"], "80", at("2025-01-10"))  # before the window
+    purchase(ids["Ben"], "50", at("2026-06-20"))
+    purchase(ids["Ben"], "80", at("2026-06-21"), kind="refund")
+    purchase(ids["Cal"], "50", at("2025-02-01"), kind="refund")  # before the window
+    purchase(ids["Cal"], "200", at("2026-05-01"))
+    purchase(ids["Cal"], "40", at("2026-06-02"), currency="EUR", kind="refund")
+    purchase(ids["Dan"], "10", at("2026-06-01"), kind="refund")
+    run = compute_tiers(AS_OF)
+    assert stored(ids) == {
+        "Ann": ("medium", 21, 2, Decimal("170.15"), 2, 3, 2),
+        "Ben": ("low", 11, 1, Decimal("0"), 3, 1, 1),
+        "Cal": ("low", 61, 1, Decimal("200"), 1, 1, 3),
+        "Dan": ("none", None, 0, Decimal("0"), None, None, None),
+    }
+    assert run.counts == {"top": 0, "high": 0, "medium": 1, "low": 2, "none": 1}
+    cases = [({"minSpend": "170.15"}, ["Ann"]), ({"minSpend": "170.16"}, []),
+             ({"minSpend": "50"}, ["Ann", "Ben", "Cal"]), ({"minSpend": "50.01"}, ["Ann", "Cal"]),
+             ({"maxSpend": "50"}, ["Ben", "Dan"]), ({"maxSpend": "150"}, ["Ben", "Cal", "Dan"]),
+             ({"minSpend": "100", "maxSpend": "160"}, ["Cal"])]
+    for spec, expected in cases:
+        result = gql(CUSTOMERS, {"f": spec})
+        assert names(result) == expected, spec
+        assert result["customers"]["totalCount"] == len(expected), spec
+
+
 def test_value_tier_field_and_filter(segments_app: Flask, gql: GraphQL) -> None:
     example()
     compute_tiers(AS_OF)

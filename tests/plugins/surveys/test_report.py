@@ -84,3 +84,21 @@ def test_the_report_renders_every_chart_in_a_browser(report_html: str, tmp_path:
     assert view.figures_total == 6
     assert view.figures_rendered == 6
     assert view.screenshot.stat().st_size > 10_000
+
+
+def test_question_texts_with_dollars_are_drawn_as_written() -> None:
+    """Question texts are user data: an unbalanced ``$`` used to be parsed as mathtext and
+    fail every chart it labels (the report job, the HTTP page)."""
+    odd = r"$\frac{x$"
+    phi = np.full((2, 2), 0.3) + 0.7 * np.eye(2)
+    sim = factor_responses(300, simple_structure([3, 3], 0.7), phi, missing=0.03, seed=5)
+    nps = np.clip(np.round(6 + 2 * sim.continuous[:, :3].mean(axis=1)), 0, 10)
+    items = [Item("nps", "NPS", 0, 10, f"{odd} recommend")] + [
+        Item(f"q{j}", "RATING", 1, 5, f"{odd} q{j}") for j in range(6)]
+    analysis = analyse(np.column_stack([nps, sim.ratings]), items,
+                       [ScaleSpec("Service", ("q0", "q1", "q2"))], "nps",
+                       AnalysisOptions(rotation="oblimin", n_clusters=3))
+    html = render_report(odd, analysis)
+    assert re.findall(r'<figure class="chart" data-chart="([^"]+)"><svg', html) == CHARTS
+    svg = "".join(re.findall(r"<svg.*?</svg>", html, re.S))
+    assert f"{odd} q1" in svg and f"{odd} recommend" in svg
