@@ -52,6 +52,8 @@ DEFAULT_SCHEDULES: dict[str, dict[str, Any]] = {
     "segments-value-tiers": {"kind": "segments.tiers", "cron": "40 2 * * *"},
     # The care plugin's at-risk loop: each advisor's warning list, on the 1st of the month.
     "care-at-risk": {"kind": "care.at_risk", "cron": "0 6 1 * *"},
+    # Its occasions: birthdays and customer anniversaries (daysAhead 7) as events, daily.
+    "care-occasions": {"kind": "care.occasions", "cron": "0 5 * * *"},
     # Fallbacks: commits queue these at once; the schedules catch what a lost wake-up or a
     # webhook retry due later leaves behind.
     "outbox-relay": {"kind": "core.relay_outbox", "interval_seconds": 60},

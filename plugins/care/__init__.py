@@ -6,6 +6,8 @@
   every plugin contributes (``rapport_rule_triggers``, ``rapport_rule_actions``; ``rules``).
 - The at-risk loop: each month a follow-up for the owner of every customer at risk of
   churning, tracked until the customer returns or is lost (``at_risk``).
+- Occasions: each day, ``customer.occasion.upcoming`` for the birthdays and customer
+  anniversaries a week ahead, so rules and webhooks greet customers (``occasions``).
 - Incidents: crises handled in stages (warning, response, recovery, review), opened from
   core alerts (``incidents``).
 
@@ -51,7 +53,8 @@ def rapport_cli_commands() -> list[Any]:
     from core.lazy_cli import lazy_command
 
     return [lazy_command("care", "plugins.care.cli:care_group",
-                         "Care: the monthly at-risk run and the rule runs.")]
+                         "Care: the monthly at-risk run, the daily occasions run and the "
+                         "rule runs.")]
 
 
 @hookimpl
@@ -71,9 +74,9 @@ def rapport_events_relayed(events: list[dict[str, Any]]) -> None:
 
 @hookimpl
 def rapport_job_kinds() -> list[Any]:
-    from plugins.care import at_risk, rules
+    from plugins.care import at_risk, occasions, rules
 
-    return [*rules.JOB_KINDS, *at_risk.JOB_KINDS]
+    return [*rules.JOB_KINDS, *at_risk.JOB_KINDS, *occasions.JOB_KINDS]
 
 
 @hookimpl

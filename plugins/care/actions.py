@@ -56,4 +56,7 @@ RULE_TRIGGERS = [
     RuleTrigger("interaction.recorded", "An interaction (condition on kind, amount)."),
     RuleTrigger("alert.raised", "A core alert (complaint spike or escalation, churn jump)."),
     RuleTrigger("task.completed", "A task was done: plan the next step."),
+    RuleTrigger("customer.occasion.upcoming",
+                "A birthday or customer anniversary ahead (the daily care.occasions run): "
+                "a greeting (condition on occasion: birthday or anniversary; years)."),
 ]

@@ -1,4 +1,4 @@
-"""``rapport care at-risk | rules``: the care plugin's jobs, run here."""
+"""``rapport care at-risk | occasions | rules``: the care plugin's jobs, run here."""
 
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ from core.jobs import ConsoleProgress, run_here
 
 @click.group("care")
 def care_group() -> None:
-    """Care: the monthly at-risk run and the rule runs."""
+    """Care: the monthly at-risk run, the daily occasions run and the rule runs."""
 
 
 @care_group.command("at-risk")
@@ -31,6 +31,21 @@ def at_risk_command(min_risk: float, due_in_days: int) -> None:
         click.echo("no churn scores (is the churn plugin enabled and has it scored?)")
     click.echo(f"{run['opened']} follow-ups opened, {run['withoutOwner']} at-risk customers "
                f"without an active owner; {run['returned']} returned, {run['lost']} lost")
+
+
+@care_group.command("occasions")
+@click.option("--days-ahead", type=click.IntRange(0, 60), default=7, show_default=True,
+              help="Announce the birthdays and anniversaries this many days from today.")
+def occasions_command(days_ahead: int) -> None:
+    """Announce the birthdays and customer anniversaries ahead as
+    customer.occasion.upcoming events (the job care.occasions)."""
+    try:
+        run = run_here("care.occasions", {"daysAhead": days_ahead},
+                       ConsoleProgress("Occasions"))
+    except UserError as exc:
+        raise fail(exc) from None
+    click.echo(f"{run['on']}: {run['birthdays']} birthdays, {run['anniversaries']} "
+               f"anniversaries; {run['announced']} announced now")
 
 
 @care_group.command("rules")

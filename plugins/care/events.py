@@ -45,6 +45,20 @@ EVENT_TYPES: list[tuple[str, str, dict[str, Any]]] = [
          "description": "camelCase names of the changed fields"}})),
     ("rule.deleted", "A rule was deleted (deleteRule); its runs stay.",
      payload_schema({"ruleId": GLOBAL_ID})),
+    ("customer.occasion.upcoming",
+     "A customer's birthday or customer anniversary falls on the day `on`, daysAhead days "
+     "ahead (the daily care.occasions run; once per customer, occasion and day). Never the "
+     "birth date, the age, an e-mail or a phone.",
+     payload_schema({
+         "customerId": GLOBAL_ID,
+         "occasion": {"type": "string", "enum": ["birthday", "anniversary"]},
+         "on": {"type": "string", "format": "date",
+                "description": "the day of the occasion (RAPPORT_TIMEZONE)"},
+         "years": {"type": ["integer", "null"],
+                   "description": "whole years as a customer on that day (an anniversary); "
+                                  "null for a birthday (no age)"},
+         "ownerId": {**NULLABLE_GLOBAL_ID, "description": "the customer's owner, if any"},
+     })),
     ("incident.opened", "An incident was opened at the warning stage (openIncident, a "
                         "rule on alert.raised).", payload_schema(_INCIDENT)),
     ("incident.advanced", "An incident moved to its next stage (advanceIncident).",

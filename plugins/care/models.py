@@ -200,3 +200,27 @@ class Incident(db.Model):
         Index("ix_care_incidents_opened_at_id", "opened_at", "id"),
         Index("ix_care_incidents_stage_opened_at_id", "stage", "opened_at", "id"),
     )
+
+
+class Occasion(enum.StrEnum):
+    BIRTHDAY = "birthday"
+    ANNIVERSARY = "anniversary"  # whole years as a customer (customer_since, or created)
+
+
+class AnnouncedOccasion(db.Model):
+    """An occasion the ``care.occasions`` job announced (``customer.occasion.upcoming``):
+    the key makes a second run for the same day announce nothing new. Rows of past days
+    are deleted by the next run; erasure and merges delete a customer's rows."""
+
+    __tablename__ = "care_announced_occasions"
+
+    customer_id: Mapped[int] = mapped_column(
+        ForeignKey("customers.id", ondelete="CASCADE"), primary_key=True)
+    occasion: Mapped[Occasion] = mapped_column(_enum(Occasion), primary_key=True)
+    #: The day of the occasion (in RAPPORT_TIMEZONE), not the birth date.
+    on_date: Mapped[dt.date] = mapped_column(Date, primary_key=True)
+    announced_at: Mapped[dt.datetime] = mapped_column(UTCDateTime, default=utcnow)
+
+    __table_args__ = _table_args(
+        Index("ix_care_announced_occasions_on_date", "on_date"),
+    )

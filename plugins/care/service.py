@@ -11,7 +11,7 @@ import datetime as dt
 from collections.abc import Mapping
 from typing import Any
 
-from sqlalchemy import Select, case, literal, select, update
+from sqlalchemy import Select, case, delete, literal, select, update
 
 from core.changes import Event, record
 from core.db import db, utcnow
@@ -22,7 +22,7 @@ from core.services import load, not_found, transaction
 
 from plugins.care import schemas
 from plugins.care.models import (
-    FollowUp, FollowUpStatus, Task, TaskKind, TaskSource, TaskStatus,
+    AnnouncedOccasion, FollowUp, FollowUpStatus, Task, TaskKind, TaskSource, TaskStatus,
 )
 
 
@@ -188,6 +188,9 @@ def merge_customers(survivor_id: int, merged_ids: list[int]) -> None:
     for model in (Task, FollowUp):
         db.session.execute(update(model).where(model.customer_id.in_(merged_ids))
                            .values(customer_id=survivor_id))
+    # The merged customers' announced occasions go (their rows go with them anyway).
+    db.session.execute(delete(AnnouncedOccasion).where(
+        AnnouncedOccasion.customer_id.in_(merged_ids)))
     if len(open_ones) < 2:
         return
     extra = [f for f in open_ones if f is not kept]
@@ -275,6 +278,9 @@ def erase_customer(customer_id: int) -> dict[str, int]:
     closed = db.session.execute(update(FollowUp).where(
         FollowUp.customer_id == customer_id, FollowUp.status == FollowUpStatus.OPEN).values(
         status=FollowUpStatus.LOST, closed_at=now)).rowcount  # type: ignore[attr-defined]
+    # Announced occasions reveal a birthday's day: they go.
+    db.session.execute(delete(AnnouncedOccasion).where(
+        AnnouncedOccasion.customer_id == customer_id))
     return {"tasksRedacted": int(redacted or 0), "tasksCancelled": len(open_ids),
             "followUpsClosed": int(closed or 0)}
 

@@ -6,7 +6,9 @@ This module holds the hook implementations only. The work is done beside it: ``s
 question), ``data`` (the response matrix), ``importer`` and ``cli`` (CSV import),
 ``features`` (for churn), ``schema`` (GraphQL) and ``demo``; the analyses: ``stats``
 (numbers), ``analysis`` (load + analyse + save clusters), ``analysis_schema`` (GraphQL),
-``report`` (HTML) served by ``routes`` and ``cli``. See docs/surveys.md.
+``report`` (HTML) served by ``routes`` and ``cli``; the loyalty matrix: ``loyalty``
+(attitude x behaviour, and the customer filter field) and ``loyalty_schema`` (GraphQL).
+See docs/surveys.md.
 """
 
 from __future__ import annotations
@@ -88,6 +90,14 @@ def rapport_graphql_query_fields() -> dict[str, Any]:
     from plugins.surveys import schema
 
     return schema.query_fields()
+
+
+@hookimpl
+def rapport_customer_filters() -> list[Any]:
+    """``loyaltyQuadrant``: the customers in one quadrant of the loyalty matrix."""
+    from plugins.surveys.loyalty_schema import FILTER_FIELDS
+
+    return FILTER_FIELDS
 
 
 @hookimpl

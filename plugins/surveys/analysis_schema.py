@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import graphene
+from graphql import GraphQLError
 
 from api import RapportMutation, ctx, domain, error_type, global_id
 from api.limits import ANALYSIS_COST, costly
@@ -444,6 +445,12 @@ def analysis_arguments(args: dict[str, Any], info: Any) -> dict[str, Any]:
     data = plain(args)
     segment = None
     if data.get("filter"):
+        # Figures over the customers a filter picks are customer data (a filter on birth
+        # dates or attributes is an oracle otherwise): customers:read, as loyaltyMatrix.
+        if not ctx(info).principal.allows("customers:read"):
+            raise GraphQLError(f"Filtering {info.field_name} by customers needs the "
+                               f"customers:read scope, which this API key lacks.",
+                               extensions={"code": "FORBIDDEN"})
         try:
             segment = customer_filter_spec(data["filter"], ctx(info).principal)
         except UserError as exc:

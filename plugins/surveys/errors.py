@@ -18,6 +18,9 @@ class SurveyErrorCode:
     #: Too few usable responses for what was asked (e.g. saving clusters that could not be
     #: computed); the message carries the analysis's explanation.
     INSUFFICIENT_DATA = "INSUFFICIENT_DATA"
+    #: The question named must hold numbers (NPS or RATING), e.g. the loyalty matrix's
+    #: attitude question.
+    NOT_NUMERIC = "NOT_NUMERIC"
 
 
 CODES = [v for k, v in vars(SurveyErrorCode).items() if k.isupper()]

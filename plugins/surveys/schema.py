@@ -29,7 +29,7 @@ from api.types import decode_global_id
 from core.errors import UserError
 from core.report_links import report_link
 
-from plugins.surveys import routes, service
+from plugins.surveys import loyalty_schema, routes, service
 from plugins.surveys.analysis_schema import Rotation, SaveSurveyClusters, analysis_field
 from plugins.surveys.errors import CODES
 from plugins.surveys.loaders import (
@@ -462,6 +462,7 @@ def customer_fields() -> dict[str, graphene.Field]:
 
 def query_fields() -> dict[str, graphene.Field]:
     return {
+        **loyalty_schema.query_fields(),
         "surveys": scoped(graphene.Field(
             SurveyConnection, required=True, first=graphene.Int(), after=graphene.String(),
             state=SurveyStateEnum(), resolver=resolve_surveys,

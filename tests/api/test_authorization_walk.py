@@ -82,6 +82,7 @@ TYPE_DOMAINS: dict[str, str] = {
     "SurveyReliability": "surveys", "SurveyResponse": "surveys", "SurveyScale": "surveys",
     "SurveyScaleItem": "surveys", "SurveyScaleLabel": "surveys",
     "SurveyScaleReliability": "surveys", "SurveySilhouette": "surveys",
+    "LoyaltyMatrix": "surveys", "LoyaltyMatrixQuadrant": "surveys",
     # webhooks
     "Webhook": "webhooks", "WebhookAttempt": "webhooks", "WebhookDelivery": "webhooks",
     # segments
@@ -124,7 +125,8 @@ ROOT_DOMAINS: dict[str, str | None] = {
     "tasks": "tasks", "task": "tasks", "careFollowUps": "tasks",
     "rules": "rules", "ruleRuns": "rules", "ruleActions": "rules", "ruleTriggers": "rules",
     "incidents": "incidents", "incident": "incidents",
-    "surveys": "surveys", "survey": "surveys", "topReferrers": "referrals",
+    "surveys": "surveys", "survey": "surveys", "loyaltyMatrix": "surveys",
+    "topReferrers": "referrals",
     "loyaltyProgram": "loyalty", "loyaltyReport": "loyalty",
     "complaints": "complaints", "complaint": "complaints", "complaintTypes": "complaints",
     "complaintChannels": "complaints", "complaintStats": "complaints",

@@ -14,9 +14,9 @@ def test_upgrade_builds_exactly_the_models(make_app: AppFactory) -> None:
     app = make_app(enabled=["care"])
     drop_everything(app)
     upgrade(app)
-    assert "care_0002" in current_heads(app)
+    assert "care_0003" in current_heads(app)
     with app.app_context():
         tables = {t for t in inspect(db.engine).get_table_names() if t.startswith("care_")}
     assert tables == {"care_tasks", "care_rules", "care_rule_runs", "care_follow_ups",
-                      "care_incidents"}
+                      "care_incidents", "care_announced_occasions"}
     assert schema_differences(app) == []

@@ -354,6 +354,13 @@ def test_the_analysis_needs_surveys_read(gql: GraphQL, surveys_app: Flask) -> No
     refused = reader.raw(SAVE, {"input": {"surveyId": gid("Survey", survey_id),
                                           "tagPrefix": "seg"}}).get_json()
     assert refused["errors"][0]["extensions"]["code"] == "FORBIDDEN"
+    # Figures over the customers a filter picks are customer data: customers:read too.
+    filtered = reader.raw(ANALYSIS, {"id": gid("Survey", survey_id),
+                                     "filter": {"city": ["Paris"]}}).get_json()
+    assert filtered["errors"][0]["extensions"]["code"] == "FORBIDDEN"
+    assert "customers:read" in filtered["errors"][0]["message"]
+    both = GraphQL(surveys_app, admin_token(surveys_app, ("surveys:read", "customers:read")))
+    assert read(both, gid("Survey", survey_id), filter={"city": ["Paris"]})["errors"] == []
 
 
 def _tags() -> dict[str, set[int]]:
