@@ -92,11 +92,21 @@ _filter_input: contextvars.ContextVar[type[graphene.InputObjectType]] = contextv
 
 def build_filter_input(extra: Mapping[str, CustomerFilterField]
                        ) -> type[graphene.InputObjectType]:
-    """The schema's ``CustomerFilterInput``: core's fields and ``extra`` (by snake_case name)."""
+    """The schema's ``CustomerFilterInput``: core's fields, then ``extra`` (by snake_case
+    name) in name order.
+
+    Graphene orders an input type's fields by when each field object was created, so the
+    plugins' fields are mounted afresh here, in name order: otherwise the SDL's order
+    would follow which plugin module happened to be imported first."""
+    mounted = {}
+    for name in sorted(extra):
+        unmounted = extra[name].graphql_type
+        mounted[name] = graphene.InputField(unmounted.get_type(), *unmounted.args,
+                                            **unmounted.kwargs)
     return type("CustomerFilterInput", (CustomerFilterBase,), {
         "Meta": type("Meta", (), {"description": 'A segment: every condition given must hold '
                                                  '(lists mean "any of").'}),
-        **{name: field.graphql_type for name, field in extra.items()}})
+        **mounted})
 
 
 @contextmanager
